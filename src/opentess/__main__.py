@@ -1,0 +1,3 @@
+from opentess.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""The application factory. Nothing happens at import time; the lifespan opens and closes the
+database engine, the model providers and the upstream HTTP pools."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from opentess import __version__
+from opentess.api import errors, health, openai_compat
+from opentess.api.limits import BodyLimit
+from opentess.api.state import AppState
+from opentess.auth import Authenticator
+from opentess.db.engine import make_engine
+from opentess.providers import ModelRegistry
+from opentess.providers.openai import close_sessions
+from opentess.service import ExecutionService
+from opentess.settings import Settings, load_settings
+from opentess.store import Store
+
+log = logging.getLogger("opentess")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        store = Store(engine)
+        models = ModelRegistry(settings)
+        auth = Authenticator(store)
+        app.state.opentess = AppState(settings, engine, store, models, ExecutionService(store, models, settings), auth)
+        try:
+            yield
+        finally:
+            await auth.drain()
+            await models.aclose()
+            await close_sessions()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="opentess",
+        version=__version__,
+        description="Self-hosted Tess agent API with an OpenAI-compatible endpoint.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for prefix in ("", "/api"):
+        app.include_router(openai_compat.router, prefix=prefix)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and multi-worker serving: settings from the environment."""
+    return create_app(load_settings())

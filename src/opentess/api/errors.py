@@ -1,0 +1,103 @@
+"""Rendering errors in the wire format of the route: OpenAI's error object on the
+OpenAI-compatible route, the Tess/Laravel shape everywhere else (contract §1). Never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from opentess.errors import InvalidInput, NotFound, OpentessError
+
+log = logging.getLogger("opentess.api")
+
+_HTTP_NAMES = {
+    400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
+    405: "Method not allowed", 413: "Payload too large", 422: "Validation failed",
+    429: "Rate limit exceeded", 500: "Server error", 502: "Upstream error", 503: "Service unavailable",
+    504: "Upstream timeout",
+}  # fmt: skip
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def is_openai_path(path: str) -> bool:
+    return "/openai/" in path
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def openai_error(exc: OpentessError) -> tuple[int, dict[str, Any]]:
+    status = exc.openai_status or exc.status
+    if isinstance(exc, InvalidInput):
+        message = "; ".join(m for msgs in exc.errors.values() for m in msgs)
+    else:
+        message = exc.message
+    return status, {
+        "error": {
+            "message": message,
+            "type": _OPENAI_TYPES.get(status, exc.openai_type),
+            "param": exc.param,
+            "code": exc.code,
+        }
+    }
+
+
+def native_error(exc: OpentessError) -> tuple[int, dict[str, Any]]:
+    body: dict[str, Any] = {"message": exc.message, "error": exc.error}
+    if isinstance(exc, InvalidInput):
+        body["errors"] = exc.errors
+    return exc.status, body
+
+
+def render(path: str, exc: OpentessError) -> Response:
+    status, body = openai_error(exc) if is_openai_path(path) else native_error(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return json_response(status, body, headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register one handler per error family; all of them choose the format by route."""
+
+    async def domain(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OpentessError)
+        return render(request.url.path, exc)
+
+    async def validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors: dict[str, list[str]] = {}
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ())]
+            if loc and loc[0] == "path":
+                # a non-numeric id names nothing that exists: same answer as a missing one
+                return render(request.url.path, NotFound("Not found"))
+            errors.setdefault(".".join(loc[1:]) or loc[0] if loc else "request", []).append(str(err.get("msg")))
+        return render(request.url.path, InvalidInput(errors or {"request": ["Invalid request."]}))
+
+    async def http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        name = _HTTP_NAMES.get(exc.status_code, "Error")
+        err = OpentessError(str(exc.detail) if exc.detail else name)
+        err.status, err.error = exc.status_code, name
+        err.openai_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return render(request.url.path, err)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return render(request.url.path, OpentessError("Internal server error"))
+
+    app.add_exception_handler(OpentessError, domain)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(HTTPException, http)
+    app.add_exception_handler(Exception, unexpected)

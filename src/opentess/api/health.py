@@ -1,0 +1,34 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import text
+from starlette.responses import Response
+
+from opentess.api.errors import json_response
+from opentess.api.state import StateDep
+from opentess.db.engine import current_revision, head_revision
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    """The process is alive and serving."""
+    return json_response(200, {"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> Response:
+    """The database answers and its schema is at the latest migration."""
+    try:
+        async with state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        current = await current_revision(state.engine)
+    except Exception as exc:  # any driver error means "not ready", reported, never raised
+        return json_response(503, {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"})
+    head = head_revision(state.engine.url.render_as_string(hide_password=False))
+    if current != head:
+        return json_response(503, {"status": "unavailable", "database": "ok", "migration": current, "expected": head})
+    return json_response(200, {"status": "ready", "database": "ok", "migration": current})

@@ -1,0 +1,275 @@
+"""POST /agents/{id}/openai/chat/completions — the OpenAI-compatible endpoint (contract §3).
+
+Parsing is hand-written rather than a pydantic model: the body is free-form OpenAI JSON, every
+rejection must name its parameter, and the hot path should not build models per request."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from opentess.api.errors import json_response, openai_error, render
+from opentess.api.sse import EventStreamResponse
+from opentess.api.state import PrincipalDep, StateDep, read_json_object
+from opentess.errors import BadRequest, OpentessError
+from opentess.service import Run, RunInput, RunResult
+
+log = logging.getLogger("opentess.api.openai")
+router = APIRouter()
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# OpenAI parameters that would change the answer in ways we cannot honour: rejected unless neutral
+_NEUTRAL = {
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "tool_choice": (None, "none", "auto"),
+    "audio": (None,),
+    "prediction": (None,),
+    "web_search_options": (None,),
+}
+
+
+def _bad(message: str, param: str) -> BadRequest:
+    return BadRequest(message, param=param)
+
+
+def _content_text(content: Any, param: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise _bad(
+                    f"Only text content parts are supported; {param}[{i}] is of type {kind!r}.",
+                    f"{param}[{i}]",
+                )
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise _bad(f"{param} must be a string or a list of content parts.", param)
+
+
+def parse_messages(raw: Any) -> list[dict[str, str]]:
+    if not isinstance(raw, list) or not raw:
+        raise _bad("messages must be a non-empty array of chat messages.", "messages")
+    messages = []
+    for i, m in enumerate(raw):
+        param = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(f"{param} must be an object with role and content.", param)
+        role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise _bad(
+                f"{param}.role must be one of system, developer, user, assistant; got {m.get('role')!r}.",
+                f"{param}.role",
+            )
+        if m.get("tool_calls") or m.get("function_call"):
+            raise _bad("Tool calls are not supported by this endpoint.", f"{param}.tool_calls")
+        messages.append({"role": role, "content": _content_text(m.get("content"), f"{param}.content")})
+    if messages[-1]["role"] != "user":
+        raise _bad("The last message must have role 'user'.", "messages")
+    return messages
+
+
+def _number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise _bad(f"{key} must be a number between {lo:g} and {hi:g}.", key)
+    return float(value)
+
+
+def _int(body: dict[str, Any], key: str, minimum: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(f"{key} must be an integer of at least {minimum}.", key)
+    return value
+
+
+def parse_request(body: dict[str, Any]) -> tuple[RunInput, bool, bool]:
+    """(the run input, stream?, include usage chunk?) or BadRequest naming the parameter."""
+    for key, allowed in _NEUTRAL.items():
+        if key in body and body[key] not in allowed:
+            raise _bad(f"{key}={body[key]!r} is not supported by this endpoint.", key)
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise _bad('Only response_format {"type": "text"} is supported.', "response_format")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise _bad("Only the text modality is supported.", "modalities")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _bad("stream must be a boolean.", "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise _bad("stream_options must be an object.", "stream_options")
+    stop = body.get("stop")
+    if stop is None:
+        stops: list[str] = []
+    elif isinstance(stop, str):
+        stops = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
+        stops = stop
+    else:
+        raise _bad("stop must be a string or an array of up to 4 strings.", "stop")
+    max_tokens = _int(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _int(body, "max_tokens", 1)
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise _bad("seed must be an integer.", "seed")
+    root = body.get("root_id")
+    if root is not None:
+        if isinstance(root, str) and root.strip().isdigit():
+            root = int(root)
+        if isinstance(root, bool) or not isinstance(root, int):
+            raise _bad("root_id must be the integer id of an earlier execution.", "root_id")
+    temperature = body.get("temperature")
+    if isinstance(temperature, bool):
+        raise _bad("temperature must be a number.", "temperature")
+    run = RunInput(
+        messages=parse_messages(body.get("messages")),
+        fields=body,
+        temperature=temperature,
+        model=body.get("model"),
+        tools=body.get("tools"),
+        root_id=root,
+        max_tokens=max_tokens,
+        top_p=_number(body, "top_p", 0, 1),
+        stop=stops,
+        seed=seed,
+        presence_penalty=_number(body, "presence_penalty", -2, 2),
+        frequency_penalty=_number(body, "frequency_penalty", -2, 2),
+    )
+    return run, stream, bool(options.get("include_usage"))
+
+
+def _usage(result: RunResult) -> dict[str, int]:
+    c = result.completion
+    return {
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+    }
+
+
+def _agent_response(run: Run, result: RunResult | None, status: str) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "root_id": run.root_id,
+        "status": status,
+        "credits": result.credits if result else None,
+    }
+
+
+@router.post("/agents/{agent_id}/openai/chat/completions")
+async def chat_completions(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
+    agent = await state.store.agents.get(agent_id, principal.workspace_id)
+    body = await read_json_object(request)
+    if agent.type != "chat":
+        raise BadRequest(
+            f"Agent {agent.id} is a {agent.type} agent; the OpenAI-compatible endpoint serves chat agents only "
+            "(use POST /agents/{id}/execute)."
+        )
+    run_input, stream, include_usage = parse_request(body)
+    plan = await state.service.prepare(principal, agent, run_input, lenient_model=True)
+    run = await state.service.start(principal, plan, "openai")
+    completion_id = "chatcmpl-" + secrets.token_hex(12)
+    created = int(time.time())
+    if not stream:
+        result = await run.complete()
+        return json_response(
+            200,
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": plan.model,
+                "system_fingerprint": None,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result.output, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": result.completion.finish_reason,
+                    }
+                ],
+                "usage": _usage(result),
+                "agent_response": _agent_response(run, result, result.status),
+            },
+        )
+    path = request.url.path
+    return EventStreamResponse(
+        _chunks(run, completion_id, created, plan.model, include_usage),
+        keepalive_s=state.settings.sse_keepalive_s,
+        on_early_error=lambda exc: _early_error(path, exc),
+        on_late_error=_late_error,
+    )
+
+
+async def _chunks(run: Run, completion_id: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+    """chat.completion.chunk events. The constant part of every chunk is serialised once; each
+    token costs one orjson.dumps of its text."""
+    envelope = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+    head = b"data: " + orjson.dumps(envelope)[:-1] + b',"system_fingerprint":null,"choices":[{"index":0,"delta":'
+    tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+    first = True
+    result: RunResult | None = None
+    async for item in run.events():
+        if isinstance(item, str):
+            if first:
+                first = False
+                yield head + b'{"role":"assistant","content":' + orjson.dumps(item) + b"}" + tail
+            else:
+                yield head + b'{"content":' + orjson.dumps(item) + b"}" + tail
+        else:
+            result = item
+    if result is None:  # pragma: no cover - events() always ends with a result or raises
+        return
+    if first:
+        yield head + b'{"role":"assistant","content":""}' + tail
+    final: dict[str, Any] = {
+        **envelope,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": result.completion.finish_reason}],
+        "agent_response": _agent_response(run, result, result.status),
+    }
+    if include_usage:
+        final["usage"] = None
+    yield b"data: " + orjson.dumps(final) + b"\n\n"
+    if include_usage:
+        usage_chunk = {**envelope, "system_fingerprint": None, "choices": [], "usage": _usage(result)}
+        yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def _early_error(path: str, exc: BaseException) -> Response:
+    if isinstance(exc, OpentessError):
+        return render(path, exc)
+    log.error("stream failed before its first chunk", exc_info=exc)
+    return render(path, OpentessError("Internal server error"))
+
+
+def _late_error(exc: BaseException) -> bytes:
+    if not isinstance(exc, OpentessError):
+        log.error("stream failed after its first chunk", exc_info=exc)
+        exc = OpentessError("Internal server error")
+    _, body = openai_error(exc)
+    return b"data: " + orjson.dumps(body) + b"\n\n"

@@ -1,0 +1,80 @@
+"""Who is calling: bearer token → user → workspace (contract §1)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from opentess.clock import utcnow
+from opentess.errors import Forbidden, InvalidInput, Unauthenticated
+from opentess.store import Store
+
+# last_used_at is a hint for operators, not an audit log: write it at most once a minute per token
+_TOUCH_EVERY_S = 60.0
+
+
+class InvalidHeader(InvalidInput):
+    """A malformed header stays 422 on every route, the OpenAI-compatible one included."""
+
+    openai_status = 422
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    token_id: int
+    user_id: int
+    workspace_id: int
+
+
+class Authenticator:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._touched: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def authenticate(self, authorization: str | None, workspace_header: str | None) -> Principal:
+        if not authorization:
+            raise Unauthenticated("Missing API token: send 'Authorization: Bearer <token>'")
+        scheme, _, secret = authorization.strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthenticated("Malformed Authorization header: expected 'Bearer <token>'")
+        token = await self._store.tokens.by_secret(secret)
+        if token is None:
+            raise Unauthenticated("Invalid API token")
+        now = utcnow()
+        if token.revoked_at is not None:
+            raise Unauthenticated("This API token has been revoked")
+        if token.expires_at is not None and token.expires_at <= now:
+            raise Unauthenticated("This API token has expired")
+        workspace_id = await self._workspace(token.user_id, token.default_workspace_id, workspace_header)
+        self._touch(token.id)
+        return Principal(token.id, token.user_id, workspace_id)
+
+    async def _workspace(self, user_id: int, default: int | None, header: str | None) -> int:
+        if header is None or header.strip() == "":
+            if default is None:
+                raise Forbidden("This user has no default workspace; send x-workspace-id")
+            return default
+        text = header.strip()
+        if not (text.isascii() and text.lstrip("-").isdigit()):
+            raise InvalidHeader({"x-workspace-id": ["The x-workspace-id header must be an integer."]})
+        workspace_id = int(text)
+        if workspace_id != default and not await self._store.users.is_member(user_id, workspace_id):
+            raise Forbidden("You do not belong to this workspace")
+        return workspace_id
+
+    def _touch(self, token_id: int) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(token_id, -_TOUCH_EVERY_S) < _TOUCH_EVERY_S:
+            return
+        self._touched[token_id] = now
+        task = asyncio.get_running_loop().create_task(self._store.tokens.touch(token_id, utcnow()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending last_used_at writes (shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

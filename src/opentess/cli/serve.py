@@ -1,0 +1,100 @@
+"""`opentess serve` and `opentess migrate`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import click
+
+from opentess.bootstrap import banner, first_start
+from opentess.cli.common import settings_from
+from opentess.db.engine import make_engine, pending_migrations
+from opentess.db.engine import migrate as apply_migrations
+from opentess.settings import Settings
+from opentess.store import Store
+
+
+async def _prepare(settings: Settings) -> str:
+    """Migrate (embedded SQLite only), seed a first start, end runs a previous process left."""
+    engine = make_engine(settings)
+    try:
+        if await pending_migrations(engine):
+            if not settings.is_embedded_sqlite:
+                raise click.ClickException(
+                    "the database has unapplied migrations; run `opentess migrate` before `opentess serve`"
+                )
+            await apply_migrations(engine)
+        store = Store(engine)
+        seed = await first_start(store, settings)
+        interrupted = await store.executions.fail_interrupted()
+    finally:
+        await engine.dispose()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    lines = []
+    if seed is not None:
+        lines.append(banner(seed, f"http://{host}:{settings.port}"))
+    else:
+        lines.append(
+            "opentess: using existing data; create a token with "
+            "`opentess tokens create --user EMAIL` and list agents with `opentess agents list`."
+        )
+    if interrupted:
+        lines.append(f"opentess: {interrupted} execution(s) interrupted by the previous stop were marked failed.")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--host", help="Interface to listen on (env: OPENTESS_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (env: OPENTESS_PORT, default 8000).")
+@click.option("--workers", type=click.IntRange(min=1), help="Server processes (env: OPENTESS_WORKERS, default 1).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Start the API server (migrating and seeding the embedded database on first start)."""
+    import uvicorn
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    settings = settings_from(ctx, **overrides)
+    click.echo(asyncio.run(_prepare(settings)))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers == 1:
+        from opentess.api.app import create_app
+
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    # worker processes rebuild their settings from the environment
+    for key, value in overrides.items():
+        os.environ[f"OPENTESS_{key.upper()}"] = str(value)
+    if settings.config is not None:
+        os.environ["OPENTESS_CONFIG"] = str(settings.config)
+    uvicorn.run("opentess.api.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+
+
+@click.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply every pending database migration."""
+    settings = settings_from(ctx)
+
+    async def go() -> tuple[str | None, str | None]:
+        engine = make_engine(settings)
+        try:
+            return await apply_migrations(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = asyncio.run(go())
+    if before == after:
+        click.echo(f"database already at {after}")
+    else:
+        click.echo(f"migrated database from {before or 'empty'} to {after}")

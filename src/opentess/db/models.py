@@ -1,0 +1,117 @@
+"""The schema. Queries go through SQLAlchemy Core statements in ``opentess.store`` (one round trip,
+no identity-map bookkeeping on the hot path); these classes define the tables and Alembic reads them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT on PostgreSQL, but INTEGER on SQLite so that ids are rowid aliases and autoincrement.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # a workspace id, kept without a foreign key to avoid a users<->workspaces cycle; null only
+    # for the instant between creating the user and their personal workspace
+    default_workspace_id: Mapped[int | None] = mapped_column(IdType)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id"), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(IdType, ForeignKey("workspaces.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex of the secret
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to recognise a token in lists
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    __table_args__ = (Index("ix_agents_workspace_deleted", "workspace_id", "deleted_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(IdType, ForeignKey("workspaces.id"))
+    title: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(220))
+    description: Mapped[str] = mapped_column(Text, default="")
+    long_description: Mapped[str] = mapped_column(Text, default="")
+    visibility: Mapped[str] = mapped_column(String(20), default="private")
+    active: Mapped[int] = mapped_column(Integer, default=1)
+    type: Mapped[str] = mapped_column(String(10), default="chat")
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    questions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # deleting an agent hides it but keeps its executions readable
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+    __table_args__ = (
+        Index("ix_executions_workspace_id", "workspace_id", "id"),
+        Index("ix_executions_root_id", "root_id", "id"),
+        Index("ix_executions_agent_id", "agent_id", "id"),
+        Index("ix_executions_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(IdType, ForeignKey("workspaces.id"))
+    agent_id: Mapped[int] = mapped_column(IdType, ForeignKey("agents.id"))
+    user_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("users.id"))
+    token_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("api_tokens.id"))
+    root_id: Mapped[int | None] = mapped_column(IdType)
+    source: Mapped[str] = mapped_column(String(20))  # "openai" | "execute"
+    status: Mapped[str] = mapped_column(String(20))
+    input: Mapped[str] = mapped_column(Text, default="")
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    credits: Mapped[float | None] = mapped_column(Float)
+    model: Mapped[str] = mapped_column(String(200))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    finish_reason: Mapped[str | None] = mapped_column(String(20))
+    # the caller's own turns (user/assistant, after normalisation): what a conversation replays
+    turns: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # everything sent to the model: rendered instructions, history, the caller's messages
+    messages: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # validated inputs and sampling parameters (temperature, tools, custom fields, max_tokens…)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,133 @@
+"""The provider seam. A provider turns a chat request into a stream of text deltas ended by one
+``Completion`` (usage and finish reason). Built-in providers register exactly as a third-party
+one would: ``@register("name")`` on a class built from ``(model name, ModelConfig, Settings)``."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentess.errors import BadRequest, UpstreamError
+from opentess.settings import ModelConfig, Settings
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    messages: list[dict[str, str]]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """The end of a generation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+class Provider(ABC):
+    """Runs one configured model."""
+
+    def __init__(self, name: str, config: ModelConfig, settings: Settings) -> None:
+        self.name = name
+        self.config = config
+        self.settings = settings
+
+    @abstractmethod
+    def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
+        """Yield text deltas as the model produces them, then exactly one Completion.
+
+        Closing the iterator early (client gone, run cancelled) must stop the generation."""
+
+    async def complete(self, request: ChatRequest) -> tuple[str, Completion]:
+        """The whole answer at once; providers with a cheaper non-streaming path override it."""
+        parts: list[str] = []
+        final: Completion | None = None
+        stream = self.stream(request)
+        try:
+            async for item in stream:
+                if isinstance(item, str):
+                    parts.append(item)
+                else:
+                    final = item
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if final is None:
+            raise UpstreamError(f"model {self.name} ended without finishing its answer")
+        return "".join(parts), final
+
+    async def aclose(self) -> None:
+        """Release what the provider holds (connections, loaded weights)."""
+
+
+ProviderFactory = Callable[[str, ModelConfig, Settings], Provider]
+_PROVIDERS: dict[str, ProviderFactory] = {}
+
+
+def register(kind: str) -> Callable[[type[Provider]], type[Provider]]:
+    def decorate(cls: type[Provider]) -> type[Provider]:
+        _PROVIDERS[kind] = cls
+        return cls
+
+    return decorate
+
+
+def provider_kinds() -> list[str]:
+    _load_builtins()
+    return sorted(_PROVIDERS)
+
+
+def _load_builtins() -> None:
+    # imported for their @register side effect, only when a registry is first needed
+    from opentess.providers import local, openai  # noqa: F401
+
+
+class ModelRegistry:
+    """Providers by model name, created on first use and closed together."""
+
+    def __init__(self, settings: Settings) -> None:
+        _load_builtins()
+        self.settings = settings
+        self._providers: dict[str, Provider] = {}
+        self._lock = asyncio.Lock()
+
+    def config(self, model: str) -> ModelConfig:
+        cfg = self.settings.models.get(model)
+        if cfg is None:
+            raise BadRequest(f"model {model!r} is not configured on this server", param="model")
+        return cfg
+
+    def get(self, model: str) -> Provider:
+        provider = self._providers.get(model)
+        if provider is None:
+            cfg = self.config(model)
+            provider = _PROVIDERS[cfg.provider](model, cfg, self.settings)
+            self._providers[model] = provider
+        return provider
+
+    def names(self) -> list[str]:
+        return list(self.settings.models)
+
+    async def aclose(self) -> None:
+        providers, self._providers = list(self._providers.values()), {}
+        for p in providers:
+            await p.aclose()
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (4 characters a token) for upstreams that report no usage."""
+    return (len(text) + 3) // 4
+
+
+def messages_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(str(m.get("content") or "") for m in messages)

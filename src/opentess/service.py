@@ -1,0 +1,284 @@
+"""The execution pipeline, shared by every route that runs an agent.
+
+A route parses its wire format into a ``RunInput``; ``ExecutionService.prepare`` validates it
+against the agent (questions, model, temperature, tools), renders the instructions and loads the
+conversation; ``start`` stores the execution; ``Run.events`` streams the model and stores the end.
+Routes differ only in how they parse input and encode output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from opentess.agents import render_instructions
+from opentess.auth import Principal
+from opentess.errors import InvalidInput, OpentessError
+from opentess.providers import ChatRequest, Completion, ModelRegistry, Provider
+from opentess.questions import as_number, default_of, match_option, validate_fields
+from opentess.settings import ModelConfig, Settings
+from opentess.store import AgentRecord, Store
+
+log = logging.getLogger("opentess.service")
+
+DEFAULT_TOOLSET = "no-tools"
+
+
+@dataclass(slots=True)
+class RunInput:
+    """What a caller asked for, already in neutral form (roles normalised, content as text)."""
+
+    messages: list[dict[str, str]]
+    fields: dict[str, Any]  # the body: custom fields at its root, `answers` merged under them
+    temperature: Any = None
+    model: Any = None
+    tools: Any = None
+    root_id: int | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+@dataclass(slots=True)
+class RunPlan:
+    agent: AgentRecord
+    model: str
+    model_config: ModelConfig
+    provider: Provider
+    request: ChatRequest
+    turns: list[dict[str, str]]
+    input_text: str
+    root_id: int | None
+    params: dict[str, Any]
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The stored end of a run."""
+
+    status: str
+    output: str
+    completion: Completion
+    credits: float
+    updated_at: datetime
+
+
+class ExecutionService:
+    def __init__(self, store: Store, models: ModelRegistry, settings: Settings) -> None:
+        self.store = store
+        self.models = models
+        self.settings = settings
+
+    async def prepare(self, principal: Principal, agent: AgentRecord, run: RunInput, *, lenient_model: bool) -> RunPlan:
+        """Validate everything before any model is called; InvalidInput names every bad field.
+
+        ``lenient_model``: an unknown model falls back to the agent's default (the OpenAI route,
+        whose SDKs always send some model name) instead of failing."""
+        errors: dict[str, list[str]] = {}
+        values, field_errors = validate_fields(agent.questions, run.fields)
+        errors.update(field_errors)
+        model = self._model(agent, run.model, lenient_model, errors)
+        temperature = self._temperature(agent, run.temperature, errors)
+        tools = self._tools(agent, run.tools, errors)
+        if errors:
+            raise InvalidInput(errors)
+
+        rendered = render_instructions(agent.instructions, {**values, "model": model, "tools": tools})
+        root_id = None
+        history: list[dict[str, str]] = []
+        if run.root_id is not None:
+            root_id, history = await self.store.executions.conversation(run.root_id, agent.id, principal.workspace_id)
+        if agent.type == "text":
+            turns = [{"role": "user", "content": rendered}]
+            messages = list(turns)
+            input_text = rendered
+        else:
+            turns = run.messages
+            messages = ([{"role": "system", "content": rendered}] if rendered.strip() else []) + history + turns
+            input_text = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+        request = ChatRequest(
+            messages=messages,
+            temperature=temperature,
+            max_tokens=run.max_tokens,
+            top_p=run.top_p,
+            stop=run.stop,
+            seed=run.seed,
+            presence_penalty=run.presence_penalty,
+            frequency_penalty=run.frequency_penalty,
+        )
+        params: dict[str, Any] = {"temperature": temperature, "tools": tools, "fields": values}
+        for key in ("max_tokens", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"):
+            value = getattr(run, key)
+            if value not in (None, []):
+                params[key] = value
+        return RunPlan(
+            agent=agent,
+            model=model,
+            model_config=self.models.config(model),
+            provider=self.models.get(model),
+            request=request,
+            turns=turns,
+            input_text=input_text,
+            root_id=root_id,
+            params=params,
+        )
+
+    def _model(self, agent: AgentRecord, asked: Any, lenient: bool, errors: dict[str, list[str]]) -> str:
+        q = agent.question("model")
+        default = str(default_of(q)) if q is not None and default_of(q) is not None else self.settings.default_model
+        if asked is None or asked == "":
+            return default
+        options = q.options if q is not None and q.options else [default]
+        if isinstance(asked, str) and asked in options:
+            return asked
+        if not lenient:
+            errors["model"] = [f"The selected model is invalid. Valid options: {', '.join(options)}."]
+        return default
+
+    @staticmethod
+    def _temperature(agent: AgentRecord, asked: Any, errors: dict[str, list[str]]) -> float | None:
+        q = agent.question("temperature")
+        if asked is None:
+            default = default_of(q) if q is not None else None
+            return as_number(default) if default is not None else None
+        value = as_number(asked)
+        if q is not None and q.options:
+            option = match_option(asked, q.options) if value is not None else None
+            if option is None:
+                errors["temperature"] = [f"The temperature must be one of: {', '.join(q.options)}."]
+                return None
+            return float(option)
+        if value is None or not 0 <= value <= 2:
+            errors["temperature"] = ["The temperature must be a number between 0 and 2."]
+            return None
+        return value
+
+    @staticmethod
+    def _tools(agent: AgentRecord, asked: Any, errors: dict[str, list[str]]) -> str:
+        q = agent.question("tools")
+        default = str(default_of(q)) if q is not None and default_of(q) is not None else DEFAULT_TOOLSET
+        if asked is None or asked == "":
+            return default
+        if not isinstance(asked, str):
+            errors["tools"] = [
+                'The tools field must be a string naming a toolset (for example "no-tools"); '
+                "OpenAI-style tool definitions are not supported."
+            ]
+            return default
+        options = q.options if q is not None and q.options else [default]
+        if asked not in options:
+            errors["tools"] = [f"The selected tools is invalid. Valid options: {', '.join(options)}."]
+        return asked
+
+    async def start(self, principal: Principal, plan: RunPlan, source: str) -> Run:
+        """Store the execution (status running) and return the run that will fill it in."""
+        execution_id, created_at = await self.store.executions.create(
+            workspace_id=principal.workspace_id,
+            agent_id=plan.agent.id,
+            user_id=principal.user_id,
+            token_id=principal.token_id,
+            root_id=plan.root_id,
+            source=source,
+            input=plan.input_text,
+            model=plan.model,
+            turns=plan.turns,
+            messages=plan.request.messages,
+            params=plan.params,
+        )
+        return Run(self.store, plan, execution_id, created_at)
+
+
+class Run:
+    """One stored execution being generated."""
+
+    def __init__(self, store: Store, plan: RunPlan, execution_id: int, created_at: datetime) -> None:
+        self.store = store
+        self.plan = plan
+        self.id = execution_id
+        self.root_id = plan.root_id if plan.root_id is not None else execution_id
+        self.created_at = created_at
+        self.parts: list[str] = []
+
+    async def events(self) -> AsyncIterator[str | RunResult]:
+        """Text deltas, then the RunResult once the execution is stored as finished.
+
+        A failure is stored as ``failed`` and re-raised; cancellation (task cancelled or the
+        iterator closed early) is stored as ``cancelled`` with the partial output."""
+        completion: Completion | None = None
+        stream = self.plan.provider.stream(self.plan.request)
+        finished = False
+        try:
+            async for item in stream:
+                if isinstance(item, str):
+                    self.parts.append(item)
+                    yield item
+                else:
+                    completion = item
+            if completion is None:
+                raise OpentessError(f"model {self.plan.model} ended without finishing its answer")
+            result = await self._finish("succeeded", completion)
+            finished = True
+            yield result
+        except Exception as exc:
+            finished = True
+            await self._finish_quietly("failed", error=_describe(exc))
+            raise
+        finally:
+            await _close(stream)
+            if not finished:
+                # task cancelled or consumer gone: keep what was produced
+                await self._finish_quietly("cancelled", error="cancelled")
+
+    async def complete(self) -> RunResult:
+        """Run to the end without streaming (providers may use a cheaper non-streaming call)."""
+        try:
+            text, completion = await self.plan.provider.complete(self.plan.request)
+        except Exception as exc:
+            await self._finish_quietly("failed", error=_describe(exc))
+            raise
+        except asyncio.CancelledError:
+            await self._finish_quietly("cancelled", error="cancelled")
+            raise
+        self.parts = [text]
+        return await self._finish("succeeded", completion)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.parts)
+
+    async def _finish(self, status: str, completion: Completion) -> RunResult:
+        output = self.output
+        credits = self.plan.model_config.credits(completion.prompt_tokens, completion.completion_tokens)
+        updated_at = await self.store.executions.finish(
+            self.id,
+            status=status,
+            output=output,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            credits=credits,
+            finish_reason=completion.finish_reason,
+        )
+        return RunResult(status, output, completion, credits, updated_at)
+
+    async def _finish_quietly(self, status: str, *, error: str) -> None:
+        """Store a failed/cancelled end; a storage failure here is logged, never masks the cause."""
+        try:
+            await asyncio.shield(self.store.executions.finish(self.id, status=status, output=self.output, error=error))
+        except Exception:
+            log.exception("could not store the end of execution %s (%s)", self.id, status)
+
+
+async def _close(stream: AsyncIterator[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _describe(exc: Exception) -> str:
+    return exc.message if isinstance(exc, OpentessError) else f"internal error: {type(exc).__name__}"

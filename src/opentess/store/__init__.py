@@ -1,0 +1,31 @@
+"""Repositories over the async engine: Core statements, one round trip each, plain records out."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from opentess.store.agents import AgentRecord, AgentStore
+from opentess.store.executions import ExecutionRecord, ExecutionStore
+from opentess.store.tokens import TokenRecord, TokenStore
+from opentess.store.users import UserRecord, UserStore, WorkspaceRecord
+
+
+class Store:
+    """Every repository, sharing one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.users = UserStore(engine)
+        self.tokens = TokenStore(engine)
+        self.agents = AgentStore(engine)
+        self.executions = ExecutionStore(engine)
+
+
+__all__ = [
+    "AgentRecord",
+    "ExecutionRecord",
+    "Store",
+    "TokenRecord",
+    "UserRecord",
+    "WorkspaceRecord",
+]

@@ -1,0 +1,194 @@
+"""Executions ("agent responses"): one row per call, written twice — when it starts and when it ends.
+
+A conversation's first execution stores ``root_id`` NULL and is its own root; later turns store the
+root's id. Readers see ``root_id`` filled in either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from opentess.clock import laravel, utcnow
+from opentess.db.models import Execution
+from opentess.errors import ExecutionNotFound
+
+ACTIVE = ("starting", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    id: int
+    workspace_id: int
+    agent_id: int
+    root_id: int
+    source: str
+    status: str
+    input: str
+    output: str | None
+    error: str | None
+    credits: float | None
+    model: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """The execution object of the Tess API (contract §4, §5)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "credits": self.credits,
+            "root_id": self.root_id,
+            "created_at": laravel(self.created_at),
+            "updated_at": laravel(self.updated_at),
+            "template_id": self.agent_id,
+        }
+
+
+_PUBLIC_COLUMNS = [
+    c for c in Execution.__table__.c if c.name not in ("turns", "messages", "params", "user_id", "token_id")
+]
+
+
+def _record(row: Any) -> ExecutionRecord:
+    r = row._mapping
+    return ExecutionRecord(
+        r["id"], r["workspace_id"], r["agent_id"], r["root_id"] or r["id"], r["source"], r["status"],
+        r["input"], r["output"], r["error"], r["credits"], r["model"], r["prompt_tokens"],
+        r["completion_tokens"], r["finish_reason"], r["created_at"], r["updated_at"],
+    )  # fmt: skip
+
+
+class ExecutionStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(
+        self,
+        *,
+        workspace_id: int,
+        agent_id: int,
+        user_id: int | None,
+        token_id: int | None,
+        root_id: int | None,
+        source: str,
+        input: str,
+        model: str,
+        turns: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        status: str = "running",
+    ) -> tuple[int, datetime]:
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            new_id = (
+                await conn.execute(
+                    insert(Execution)
+                    .values(
+                        workspace_id=workspace_id, agent_id=agent_id, user_id=user_id, token_id=token_id,
+                        root_id=root_id, source=source, status=status, input=input, model=model,
+                        turns=turns, messages=messages, params=params, created_at=now, updated_at=now,
+                    )
+                    .returning(Execution.id)
+                )
+            ).scalar_one()  # fmt: skip
+        return int(new_id), now
+
+    async def finish(
+        self,
+        execution_id: int,
+        *,
+        status: str,
+        output: str | None,
+        error: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        credits: float | None = None,
+        finish_reason: str | None = None,
+    ) -> datetime:
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(Execution)
+                .where(Execution.id == execution_id)
+                .values(
+                    status=status, output=output, error=error, prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens, credits=credits, finish_reason=finish_reason,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+        return now
+
+    async def get(self, execution_id: int, workspace_id: int | None = None) -> ExecutionRecord:
+        stmt = select(*_PUBLIC_COLUMNS).where(Execution.id == execution_id)
+        if workspace_id is not None:
+            stmt = stmt.where(Execution.workspace_id == workspace_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise ExecutionNotFound()
+        return _record(row)
+
+    async def get_full(self, execution_id: int) -> dict[str, Any]:
+        """Every stored column, for operators and tests (messages sent to the model included)."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(*Execution.__table__.c).where(Execution.id == execution_id))).first()
+        if row is None:
+            raise ExecutionNotFound()
+        return dict(row._mapping)
+
+    async def conversation(self, root_id: int, agent_id: int, workspace_id: int) -> tuple[int, list[dict[str, Any]]]:
+        """(the root's id, the stored turns of that conversation in order) for continuing it.
+
+        ``root_id`` may name any execution of the conversation; ExecutionNotFound unless it is an
+        execution of this agent in this workspace. Turns of failed or cancelled runs are skipped, and
+        each finished run contributes its caller's messages followed by its answer."""
+        async with self._engine.connect() as conn:
+            anchor = (
+                await conn.execute(
+                    select(Execution.id, Execution.root_id).where(
+                        Execution.id == root_id,
+                        Execution.agent_id == agent_id,
+                        Execution.workspace_id == workspace_id,
+                    )
+                )
+            ).first()
+            if anchor is None:
+                raise ExecutionNotFound()
+            root = anchor.root_id or anchor.id
+            rows = (
+                await conn.execute(
+                    select(Execution.turns, Execution.output)
+                    .where(
+                        or_(Execution.root_id == root, and_(Execution.id == root, Execution.root_id.is_(None))),
+                        Execution.status == "succeeded",
+                    )
+                    .order_by(Execution.id)
+                )
+            ).all()
+        history: list[dict[str, Any]] = []
+        for turns, output in rows:
+            history.extend(turns)
+            history.append({"role": "assistant", "content": output or ""})
+        return int(root), history
+
+    async def fail_interrupted(self) -> int:
+        """End every execution left starting/running by a stopped process; returns how many."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(Execution)
+                .where(Execution.status.in_(ACTIVE))
+                .values(status="failed", error="interrupted by server restart", updated_at=utcnow())
+            )
+        return int(result.rowcount)

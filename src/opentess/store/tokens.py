@@ -1,0 +1,116 @@
+"""API tokens: the secret is shown once; only its SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from opentess.clock import utcnow
+from opentess.db.models import ApiToken, User
+from opentess.errors import NotFound
+
+TOKEN_PREFIX = "ot_"
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    id: int
+    user_id: int
+    user_email: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    default_workspace_id: int | None
+
+    def is_usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+_COLUMNS = (*ApiToken.__table__.c, User.email.label("user_email"), User.default_workspace_id)
+
+
+def _record(row: object) -> TokenRecord:
+    r = row._mapping  # type: ignore[attr-defined]
+    return TokenRecord(
+        r["id"], r["user_id"], r["user_email"], r["name"], r["prefix"], r["created_at"],
+        r["expires_at"], r["revoked_at"], r["last_used_at"], r["default_workspace_id"],
+    )  # fmt: skip
+
+
+class TokenStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(
+        self, user_id: int, name: str = "", expires_in_days: float | None = None
+    ) -> tuple[TokenRecord, str]:
+        """Create a token; returns its record and the secret, which is never retrievable again."""
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = utcnow()
+        expires = now + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        async with self._engine.begin() as conn:
+            token_id = (
+                await conn.execute(
+                    insert(ApiToken)
+                    .values(
+                        user_id=user_id, name=name, token_hash=hash_token(secret), prefix=secret[:10],
+                        created_at=now, expires_at=expires,
+                    )
+                    .returning(ApiToken.id)
+                )
+            ).scalar_one()  # fmt: skip
+        return await self.get(token_id), secret
+
+    async def get(self, token_id: int) -> TokenRecord:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_COLUMNS).join(User, User.id == ApiToken.user_id).where(ApiToken.id == token_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no token with id {token_id}")
+        return _record(row)
+
+    async def by_secret(self, secret: str) -> TokenRecord | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_COLUMNS)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(ApiToken.token_hash == hash_token(secret))
+                )
+            ).first()
+        return None if row is None else _record(row)
+
+    async def list(self) -> list[TokenRecord]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(select(*_COLUMNS).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id))
+            ).all()
+        return [_record(r) for r in rows]
+
+    async def revoke(self, token_id: int) -> TokenRecord:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(ApiToken)
+                .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return await self.get(token_id)  # raises NotFound for an unknown id
+
+    async def touch(self, token_id: int, when: datetime) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=when))

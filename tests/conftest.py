@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.live import LiveServer
+from tests.support.world import World, make_settings, seed
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream(request: pytest.FixtureRequest) -> None:
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").reset()
+
+
+@pytest.fixture(scope="session")
+def world(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> World:
+    return seed(make_settings(tmp_path_factory.mktemp("data"), upstream.url))
+
+
+@pytest.fixture(scope="session")
+def live(world: World) -> Iterator[LiveServer]:
+    server = LiveServer(world.settings).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http(live: LiveServer, world: World) -> Iterator[httpx.Client]:
+    """An HTTP client on the live server, authenticated as Alice."""
+    with httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {world.token}"}, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
