@@ -22,6 +22,7 @@ class FakeUpstream:
         self.mode = "ok"
         self.chunks = ["Hello", " from", " the", " upstream", "."]
         self.delay = 0.0
+        self.first_delay = 0.0
         self.chunk_sent_at: list[float] = []
         self.disconnected = threading.Event()
         self.url = ""
@@ -34,6 +35,7 @@ class FakeUpstream:
         self.chunk_sent_at.clear()
         self.mode = "ok"
         self.delay = 0.0
+        self.first_delay = 0.0
         self.chunks = ["Hello", " from", " the", " upstream", "."]
         self.disconnected.clear()
 
@@ -54,9 +56,17 @@ class FakeUpstream:
 
     def stop(self) -> None:
         if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        # handlers parked in "hang" modes would hold cleanup for their whole sleep
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+        assert self._runner is not None
+        await self._runner.cleanup()
 
     @property
     def last(self) -> dict[str, Any]:
@@ -106,6 +116,8 @@ class FakeUpstream:
             if mode == "malformed":
                 await resp.write(b"data: {this is not json\n\n")
                 return resp
+            if self.first_delay:
+                await asyncio.sleep(self.first_delay)
             for i, text in enumerate(self.chunks):
                 if self.delay and i:
                     await asyncio.sleep(self.delay)

@@ -125,3 +125,21 @@ def execution(settings: Settings, execution_id: int) -> dict[str, object]:
             await engine.dispose()
 
     return asyncio.run(go())
+
+
+def latest_execution(settings: Settings) -> dict[str, object]:
+    """The newest execution, for calls whose error response carries no execution id."""
+
+    async def go() -> int:
+        from sqlalchemy import func, select
+
+        from opentess.db.models import Execution
+
+        engine = make_engine(settings)
+        try:
+            async with engine.connect() as conn:
+                return int((await conn.execute(select(func.max(Execution.id)))).scalar_one())
+        finally:
+            await engine.dispose()
+
+    return execution(settings, asyncio.run(go()))

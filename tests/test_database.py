@@ -1,0 +1,99 @@
+"""Schema and start-up: migrations match the models, readiness, first start, stuck runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click import ClickException
+from sqlalchemy import select
+
+from opentess.cli.serve import _prepare
+from opentess.db.engine import make_engine, migrate
+from opentess.db.models import Base, Execution
+from opentess.settings import Settings
+from opentess.store import Store
+from tests.support.live import LiveServer
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+
+    async def diff() -> list[object]:
+        engine = make_engine(settings)
+        try:
+            await migrate(engine)
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda c: compare_metadata(
+                        MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(diff()) == []
+
+
+def test_first_start_seeds_once_and_ends_stuck_runs(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    banner = asyncio.run(_prepare(settings))
+    assert "API token (shown once" in banner and "/agents/1/openai" in banner
+    assert "client.chat.completions.create" in banner and "curl " in banner
+
+    async def leave_a_run_stuck() -> int:
+        engine = make_engine(settings)
+        store = Store(engine)
+        try:
+            agent = (await store.agents.list())[0]
+            new_id, _ = await store.executions.create(
+                workspace_id=agent.workspace_id, agent_id=agent.id, user_id=None, token_id=None, root_id=None,
+                source="openai", input="hi", model="smollm2-135m", turns=[], messages=[], params={},
+            )  # fmt: skip
+            return new_id
+        finally:
+            await engine.dispose()
+
+    stuck = asyncio.run(leave_a_run_stuck())
+    again = asyncio.run(_prepare(settings))
+    assert "API token" not in again and "existing data" in again
+    assert "1 execution(s) interrupted" in again
+
+    async def read() -> tuple[int, str, str]:
+        engine = make_engine(settings)
+        store = Store(engine)
+        try:
+            async with engine.connect() as conn:
+                row = (await conn.execute(select(Execution.status, Execution.error).where(Execution.id == stuck))).one()
+            return await store.users.count(), row.status, row.error
+        finally:
+            await engine.dispose()
+
+    users, status, error = asyncio.run(read())
+    assert users == 1
+    assert (status, error) == ("failed", "interrupted by server restart")
+
+
+def test_serve_refuses_an_unmigrated_external_database(tmp_path: Path) -> None:
+    """Only the embedded default migrates itself; a configured database must be migrated explicitly."""
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'external.db'}")
+    with pytest.raises(ClickException, match="opentess migrate"):
+        asyncio.run(_prepare(settings))
+
+
+def test_readyz_reports_an_unmigrated_database(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    server = LiveServer(settings).start()
+    try:
+        assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+        resp = httpx.get(f"{server.url}/readyz")
+        assert resp.status_code == 503 and resp.json()["expected"] == "0001_initial"
+        asyncio.run(_prepare(settings))
+        resp = httpx.get(f"{server.url}/readyz")
+        assert resp.status_code == 200 and resp.json()["migration"] == "0001_initial"
+    finally:
+        server.stop()
