@@ -67,6 +67,8 @@ class _TomlSource(PydanticBaseSettingsSource):
                     self._data = tomllib.load(fh)
             except FileNotFoundError as exc:
                 raise ValueError(f"config file not found: {path}") from exc
+            except OSError as exc:
+                raise ValueError(f"cannot read config file {path}: {exc}") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
 
