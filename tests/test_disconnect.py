@@ -128,3 +128,27 @@ def test_disconnect_by_driving_the_asgi_app(world: World, upstream: FakeUpstream
     stored = latest_execution(world.settings)
     assert stored["status"] == "cancelled"
     assert str(stored["output"]).startswith("c0 ")
+
+
+def test_disconnect_cancels_a_non_streaming_run(live: LiveServer, world: World, upstream: FakeUpstream) -> None:
+    """A client that gives up on a non-streaming call cancels the run instead of leaving it to the
+    upstream's timeout (which would store it failed 1.5 s later)."""
+    import json
+    import socket
+
+    upstream.mode = "hang"
+    before = int(latest_execution(world.settings)["id"])  # type: ignore[call-overload]
+    payload = json.dumps({"messages": [{"role": "user", "content": "x"}], "language": "en"}).encode()
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    sock.sendall(
+        (
+            f"POST /agents/{world.agent_id}/openai/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {world.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        + payload
+    )
+    wait_for(lambda: int(latest_execution(world.settings)["id"]) > before)  # type: ignore[call-overload]
+    abort(sock)
+    wait_for(lambda: latest_execution(world.settings)["status"] != "running", timeout=5)
+    assert latest_execution(world.settings)["status"] == "cancelled"

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from opentess.api.errors import json_response, openai_error, render
-from opentess.api.sse import EventStreamResponse
+from opentess.api.sse import EventStreamResponse, unless_disconnected
 from opentess.api.state import PrincipalDep, StateDep, read_json_object
 from opentess.errors import BadRequest, OpentessError
 from opentess.service import Run, RunInput, RunResult
@@ -194,7 +194,9 @@ async def chat_completions(agent_id: int, request: Request, principal: Principal
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     if not stream:
-        result = await run.complete()
+        result = await unless_disconnected(request.receive, run.complete())
+        if result is None:  # the client left; the run is stored as cancelled
+            return Response(status_code=499)
         return json_response(
             200,
             {
