@@ -7,22 +7,17 @@ Routes differ only in how they parse input and encode output."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from opentess.agents import render_instructions
 from opentess.auth import Principal
-from opentess.errors import InvalidInput, OpentessError
-from opentess.providers import ChatRequest, Completion, ModelRegistry, Provider
+from opentess.errors import InvalidInput
+from opentess.providers import ChatRequest, ModelRegistry, Provider
 from opentess.questions import as_number, default_of, match_option, validate_fields
+from opentess.runs import Run, RunRegistry
 from opentess.settings import ModelConfig, Settings
 from opentess.store import AgentRecord, Store
-
-log = logging.getLogger("opentess.service")
 
 DEFAULT_TOOLSET = "no-tools"
 
@@ -58,29 +53,28 @@ class RunPlan:
     params: dict[str, Any]
 
 
-@dataclass(slots=True)
-class RunResult:
-    """The stored end of a run."""
-
-    status: str
-    output: str
-    completion: Completion
-    credits: float
-    updated_at: datetime
-
-
 class ExecutionService:
     def __init__(self, store: Store, models: ModelRegistry, settings: Settings) -> None:
         self.store = store
         self.models = models
         self.settings = settings
+        self.runs = RunRegistry()
 
-    async def prepare(self, principal: Principal, agent: AgentRecord, run: RunInput, *, lenient_model: bool) -> RunPlan:
-        """Validate everything before any model is called; InvalidInput names every bad field.
+    async def prepare(
+        self,
+        principal: Principal,
+        agent: AgentRecord,
+        run: RunInput,
+        *,
+        lenient_model: bool,
+        errors: dict[str, list[str]] | None = None,
+    ) -> RunPlan:
+        """Validate everything before any model is called; InvalidInput names every bad field,
+        those the route found itself (``errors``) included.
 
         ``lenient_model``: an unknown model falls back to the agent's default (the OpenAI route,
         whose SDKs always send some model name) instead of failing."""
-        errors: dict[str, list[str]] = {}
+        errors = dict(errors or {})
         values, field_errors = validate_fields(agent.questions, run.fields)
         errors.update(field_errors)
         model = self._model(agent, run.model, lenient_model, errors)
@@ -176,8 +170,9 @@ class ExecutionService:
             errors["tools"] = [f"The selected tools is invalid. Valid options: {', '.join(options)}."]
         return asked
 
-    async def start(self, principal: Principal, plan: RunPlan, source: str) -> Run:
-        """Store the execution (status running) and return the run that will fill it in."""
+    async def start(self, principal: Principal, plan: RunPlan, source: str, status: str = "running") -> Run:
+        """Store the execution and return the run that will fill it in (registered, so that it
+        can be cancelled by id)."""
         execution_id, created_at = await self.store.executions.create(
             workspace_id=principal.workspace_id,
             agent_id=plan.agent.id,
@@ -190,95 +185,6 @@ class ExecutionService:
             turns=plan.turns,
             messages=plan.request.messages,
             params=plan.params,
-        )
-        return Run(self.store, plan, execution_id, created_at)
-
-
-class Run:
-    """One stored execution being generated."""
-
-    def __init__(self, store: Store, plan: RunPlan, execution_id: int, created_at: datetime) -> None:
-        self.store = store
-        self.plan = plan
-        self.id = execution_id
-        self.root_id = plan.root_id if plan.root_id is not None else execution_id
-        self.created_at = created_at
-        self.parts: list[str] = []
-
-    async def events(self) -> AsyncIterator[str | RunResult]:
-        """Text deltas, then the RunResult once the execution is stored as finished.
-
-        A failure is stored as ``failed`` and re-raised; cancellation (task cancelled or the
-        iterator closed early) is stored as ``cancelled`` with the partial output."""
-        completion: Completion | None = None
-        stream = self.plan.provider.stream(self.plan.request)
-        finished = False
-        try:
-            async for item in stream:
-                if isinstance(item, str):
-                    self.parts.append(item)
-                    yield item
-                else:
-                    completion = item
-            if completion is None:
-                raise OpentessError(f"model {self.plan.model} ended without finishing its answer")
-            result = await self._finish("succeeded", completion)
-            finished = True
-            yield result
-        except Exception as exc:
-            finished = True
-            await self._finish_quietly("failed", error=_describe(exc))
-            raise
-        finally:
-            await _close(stream)
-            if not finished:
-                # task cancelled or consumer gone: keep what was produced
-                await self._finish_quietly("cancelled", error="cancelled")
-
-    async def complete(self) -> RunResult:
-        """Run to the end without streaming (providers may use a cheaper non-streaming call)."""
-        try:
-            text, completion = await self.plan.provider.complete(self.plan.request)
-        except Exception as exc:
-            await self._finish_quietly("failed", error=_describe(exc))
-            raise
-        except asyncio.CancelledError:
-            await self._finish_quietly("cancelled", error="cancelled")
-            raise
-        self.parts = [text]
-        return await self._finish("succeeded", completion)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.parts)
-
-    async def _finish(self, status: str, completion: Completion) -> RunResult:
-        output = self.output
-        credits = self.plan.model_config.credits(completion.prompt_tokens, completion.completion_tokens)
-        updated_at = await self.store.executions.finish(
-            self.id,
             status=status,
-            output=output,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            credits=credits,
-            finish_reason=completion.finish_reason,
         )
-        return RunResult(status, output, completion, credits, updated_at)
-
-    async def _finish_quietly(self, status: str, *, error: str) -> None:
-        """Store a failed/cancelled end; a storage failure here is logged, never masks the cause."""
-        try:
-            await asyncio.shield(self.store.executions.finish(self.id, status=status, output=self.output, error=error))
-        except Exception:
-            log.exception("could not store the end of execution %s (%s)", self.id, status)
-
-
-async def _close(stream: AsyncIterator[Any]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def _describe(exc: Exception) -> str:
-    return exc.message if isinstance(exc, OpentessError) else f"internal error: {type(exc).__name__}"
+        return self.runs.add(Run(self.store, plan, execution_id, created_at, status))

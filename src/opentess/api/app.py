@@ -33,10 +33,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(engine)
         models = ModelRegistry(settings)
         auth = Authenticator(store)
-        app.state.opentess = AppState(settings, engine, store, models, ExecutionService(store, models, settings), auth)
+        service = ExecutionService(store, models, settings)
+        app.state.opentess = AppState(settings, engine, store, models, service, auth)
         try:
             yield
         finally:
+            await service.runs.shutdown()
             await auth.drain()
             await models.aclose()
             await close_sessions()

@@ -19,7 +19,8 @@ from opentess.api.errors import json_response, openai_error, render
 from opentess.api.sse import EventStreamResponse, unless_disconnected
 from opentess.api.state import PrincipalDep, StateDep, read_json_object
 from opentess.errors import BadRequest, OpentessError
-from opentess.service import Run, RunInput, RunResult
+from opentess.runs import Run, RunResult
+from opentess.service import RunInput
 
 log = logging.getLogger("opentess.api.openai")
 router = APIRouter()

@@ -130,6 +130,12 @@ class ExecutionStore:
             )  # fmt: skip
         return now
 
+    async def set_status(self, execution_id: int, status: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(Execution).where(Execution.id == execution_id).values(status=status, updated_at=utcnow())
+            )
+
     async def get(self, execution_id: int, workspace_id: int | None = None) -> ExecutionRecord:
         stmt = select(*_PUBLIC_COLUMNS).where(Execution.id == execution_id)
         if workspace_id is not None:
