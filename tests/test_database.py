@@ -49,7 +49,7 @@ def test_first_start_seeds_once_and_ends_stuck_runs(tmp_path: Path) -> None:
         engine = make_engine(settings)
         store = Store(engine)
         try:
-            agent = (await store.agents.list())[0]
+            agent = (await store.agents.list_all())[0]
             new_id, _ = await store.executions.create(
                 workspace_id=agent.workspace_id, agent_id=agent.id, user_id=None, token_id=None, root_id=None,
                 source="openai", input="hi", model="smollm2-135m", turns=[], messages=[], params={},

@@ -62,6 +62,7 @@ class Run:
         self.cancel_reason: str | None = None
         self._task: asyncio.Task[Any] | None = None
         self._on_end: list[Any] = []
+        self.ended = asyncio.Event()
 
     @property
     def output(self) -> str:
@@ -189,6 +190,7 @@ class Run:
             self._ended()
 
     def _ended(self) -> None:
+        self.ended.set()
         for callback in self._on_end:
             callback(self)
         self._on_end.clear()

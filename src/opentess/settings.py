@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
     upstream_read_timeout_s: float = Field(default=120.0, gt=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
+    wait_limit_s: float = Field(default=100.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

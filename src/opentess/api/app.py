@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from opentess import __version__
-from opentess.api import errors, health, openai_compat
+from opentess.api import agents, errors, execute, health, openai_compat, responses
 from opentess.api.limits import BodyLimit
 from opentess.api.state import AppState
 from opentess.auth import Authenticator
@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     for prefix in ("", "/api"):
-        app.include_router(openai_compat.router, prefix=prefix)
+        for module in (openai_compat, execute, agents, responses):
+            app.include_router(module.router, prefix=prefix)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -34,22 +34,8 @@ def _token(t: TokenRecord) -> dict[str, Any]:
     }
 
 
-def agent_dict(a: AgentRecord) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "title": a.title,
-        "slug": a.slug,
-        "type": a.type,
-        "description": a.description,
-        "long_description": a.long_description,
-        "visibility": a.visibility,
-        "active": a.active,
-        "workspace_id": a.workspace_id,
-        "instructions": a.instructions,
-        "questions": [q.model_dump(exclude_none=True) for q in a.questions],
-        "created_at": laravel(a.created_at),
-        "updated_at": laravel(a.updated_at),
-    }
+def _agent(a: AgentRecord) -> dict[str, Any]:
+    return a.management()
 
 
 # users ----------------------------------------------------------------------------------------
@@ -206,7 +192,7 @@ def agents_create(ctx: click.Context, path: Path, workspace_id: int, as_json: bo
     async def go(store: Store, settings: Settings) -> dict[str, Any]:
         validate_spec(spec, settings.models)
         await store.users.workspace(workspace_id)
-        return agent_dict(await store.agents.create(spec, workspace_id))
+        return _agent(await store.agents.create(spec, workspace_id))
 
     emit(run_with_store(go, settings_from(ctx)), as_json, lambda d: f"created agent {d['id']} {d['title']!r}")
 
@@ -220,7 +206,7 @@ def agents_list(ctx: click.Context, workspace_id: int | None, as_json: bool) -> 
     """List agents."""
 
     async def go(store: Store, _: Settings) -> list[dict[str, Any]]:
-        return [agent_dict(a) for a in await store.agents.list(workspace_id)]
+        return [_agent(a) for a in await store.agents.list_all(workspace_id)]
 
     def text(rows: list[dict[str, Any]]) -> str:
         return "\n".join(f"{r['id']}\t{r['type']}\tworkspace {r['workspace_id']}\t{r['title']}" for r in rows)
@@ -236,7 +222,7 @@ def agents_show(ctx: click.Context, agent_id: int) -> None:
     """Show one agent as JSON, instructions and questions included."""
 
     async def go(store: Store, _: Settings) -> dict[str, Any]:
-        return agent_dict(await store.agents.get(agent_id))
+        return _agent(await store.agents.get(agent_id))
 
     emit(run_with_store(go, settings_from(ctx)), True, str)
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.agents import AgentSpec, slugify
-from opentess.clock import utcnow
+from opentess.clock import laravel, utcnow
 from opentess.db.models import Agent
 from opentess.errors import AgentNotFound
 from opentess.questions import Question
@@ -32,6 +32,35 @@ class AgentRecord:
     questions: list[Question]
     created_at: datetime
     updated_at: datetime
+
+    def spec(self) -> AgentSpec:
+        """The definition this agent was saved from (for partial updates)."""
+        return AgentSpec(
+            title=self.title, type=self.type, description=self.description,  # type: ignore[arg-type]
+            long_description=self.long_description, visibility=self.visibility,  # type: ignore[arg-type]
+            slug=self.slug, active=bool(self.active), instructions=self.instructions, questions=self.questions,
+        )  # fmt: skip
+
+    def public(self) -> dict[str, Any]:
+        """The agent object of the Tess API (contract §2): no instructions."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "long_description": self.long_description,
+            "workspace_id": self.workspace_id,
+            "visibility": self.visibility,
+            "slug": self.slug,
+            "active": self.active,
+            "type": self.type,
+            "questions": [q.model_dump(exclude_none=True) for q in self.questions],
+            "created_at": laravel(self.created_at),
+            "updated_at": laravel(self.updated_at),
+        }
+
+    def management(self) -> dict[str, Any]:
+        """The public object plus the instructions template (management API, CLI)."""
+        return {**self.public(), "instructions": self.instructions}
 
     def question(self, name: str) -> Question | None:
         for q in self.questions:
@@ -88,13 +117,57 @@ class AgentStore:
             raise AgentNotFound()
         return _record(row)
 
-    async def list(self, workspace_id: int | None = None) -> list[AgentRecord]:
+    async def list_all(self, workspace_id: int | None = None) -> list[AgentRecord]:
         stmt = select(*Agent.__table__.c).where(_LIVE).order_by(Agent.id)
         if workspace_id is not None:
             stmt = stmt.where(Agent.workspace_id == workspace_id)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return [_record(r) for r in rows]
+
+    async def search(
+        self, workspace_id: int, *, q: str | None, type: str | None, offset: int, limit: int
+    ) -> tuple[list[AgentRecord], int]:
+        """One page of a workspace's agents (by id) matching ``q`` and ``type``, and the total."""
+        conditions = [Agent.workspace_id == workspace_id, _LIVE]
+        if q:
+            pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conditions.append(
+                or_(
+                    Agent.title.ilike(pattern, escape="\\"),
+                    Agent.description.ilike(pattern, escape="\\"),
+                    Agent.long_description.ilike(pattern, escape="\\"),
+                )
+            )
+        if type:
+            conditions.append(Agent.type == type)
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(Agent).where(*conditions))).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(*Agent.__table__.c).where(*conditions).order_by(Agent.id).offset(offset).limit(limit)
+                )
+            ).all()
+        return [_record(r) for r in rows], int(total)
+
+    async def update(self, agent_id: int, workspace_id: int, spec: AgentSpec) -> AgentRecord:
+        """Replace the agent's definition with ``spec`` (the caller merged the changes)."""
+        values = spec.model_dump(exclude={"questions", "active", "slug"})
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(Agent)
+                .where(Agent.id == agent_id, Agent.workspace_id == workspace_id, _LIVE)
+                .values(
+                    **values,
+                    slug=spec.slug or slugify(spec.title),
+                    active=int(spec.active),
+                    questions=[q.model_dump(exclude_none=True) for q in spec.questions],
+                    updated_at=utcnow(),
+                )
+            )
+        if result.rowcount == 0:
+            raise AgentNotFound()
+        return await self.get(agent_id, workspace_id)
 
     async def delete(self, agent_id: int, workspace_id: int | None = None) -> None:
         stmt = update(Agent).where(Agent.id == agent_id, _LIVE).values(deleted_at=utcnow())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.clock import laravel, utcnow
@@ -145,6 +145,37 @@ class ExecutionStore:
         if row is None:
             raise ExecutionNotFound()
         return _record(row)
+
+    async def search(
+        self,
+        workspace_id: int,
+        *,
+        agent_id: int | None,
+        root_id: int | None,
+        status: str | None,
+        descending: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ExecutionRecord], int]:
+        """One page of a workspace's executions with the filters of GET /agent-responses."""
+        conditions: list[Any] = [Execution.workspace_id == workspace_id]
+        if agent_id is not None:
+            conditions.append(Execution.agent_id == agent_id)
+        if root_id is not None:
+            conditions.append(
+                or_(Execution.root_id == root_id, and_(Execution.id == root_id, Execution.root_id.is_(None)))
+            )
+        if status is not None:
+            conditions.append(Execution.status == status)
+        order = Execution.id.desc() if descending else Execution.id.asc()
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(Execution).where(*conditions))).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(*_PUBLIC_COLUMNS).where(*conditions).order_by(order).offset(offset).limit(limit)
+                )
+            ).all()
+        return [_record(r) for r in rows], int(total)
 
     async def get_full(self, execution_id: int) -> dict[str, Any]:
         """Every stored column, for operators and tests (messages sent to the model included)."""
