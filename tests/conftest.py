@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.backends import POSTGRES_ENV, fresh_postgres_database, postgres_url
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
 from tests.support.world import World, make_settings, seed
@@ -24,9 +25,22 @@ def _fresh_upstream(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("upstream").reset()
 
 
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None for the embedded SQLite default; a fresh PostgreSQL database when one is configured."""
+    if request.param == "sqlite":
+        yield None
+        return
+    url = postgres_url()
+    if url is None:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
+    with fresh_postgres_database(url) as fresh:
+        yield fresh
+
+
 @pytest.fixture(scope="session")
-def world(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return seed(make_settings(tmp_path_factory.mktemp("data"), upstream.url))
+def world(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> World:
+    return seed(make_settings(tmp_path_factory.mktemp("data"), upstream.url, database_url=database_url))
 
 
 @pytest.fixture(scope="session")

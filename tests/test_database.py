@@ -20,8 +20,9 @@ from opentess.store import Store
 from tests.support.live import LiveServer
 
 
-def test_migrations_match_the_models(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+def test_migrations_match_the_models(tmp_path: Path, database_url: str | None) -> None:
+    """On every backend: after all migrations, the schema is exactly what the models declare."""
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
 
     async def diff() -> list[object]:
         engine = make_engine(settings)

@@ -1,0 +1,46 @@
+"""Test databases and Redis: the suite runs on SQLite always, and on PostgreSQL / Redis when
+OPENTESS_TEST_POSTGRES_URL / OPENTESS_TEST_REDIS_URL are given (CI gives them). Each run gets a
+database and a Redis key prefix of its own, so runs never collide."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import make_url
+
+POSTGRES_ENV = "OPENTESS_TEST_POSTGRES_URL"
+REDIS_ENV = "OPENTESS_TEST_REDIS_URL"
+
+
+def postgres_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def redis_url() -> str | None:
+    return os.environ.get(REDIS_ENV) or None
+
+
+async def _admin(url: str, statement: str) -> None:
+    import asyncpg
+
+    admin = make_url(url).set(drivername="postgresql")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_postgres_database(url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``url``; dropped afterwards."""
+    name = f"opentess_test_{os.getpid()}_{secrets.token_hex(4)}"
+    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
