@@ -13,11 +13,13 @@ from click import ClickException
 from sqlalchemy import select
 
 from opentess.cli.serve import _prepare
-from opentess.db.engine import make_engine, migrate
+from opentess.db.engine import head_revision, make_engine, migrate
 from opentess.db.models import Base, Execution
 from opentess.settings import Settings
 from opentess.store import Store
 from tests.support.live import LiveServer
+
+HEAD = head_revision("sqlite://")
 
 
 def test_migrations_match_the_models(tmp_path: Path, database_url: str | None) -> None:
@@ -92,9 +94,63 @@ def test_readyz_reports_an_unmigrated_database(tmp_path: Path) -> None:
     try:
         assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
         resp = httpx.get(f"{server.url}/readyz")
-        assert resp.status_code == 503 and resp.json()["expected"] == "0001_initial"
+        assert resp.status_code == 503 and resp.json()["expected"] == HEAD
         asyncio.run(_prepare(settings))
         resp = httpx.get(f"{server.url}/readyz")
-        assert resp.status_code == 200 and resp.json()["migration"] == "0001_initial"
+        assert resp.status_code == 200 and resp.json()["migration"] == HEAD
     finally:
         server.stop()
+
+
+def test_reaper_fails_only_the_runs_of_dead_processes(tmp_path: Path, database_url: str | None) -> None:
+    """A live process keeps its runs; a dead local pid or a silent remote process loses them."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert, update
+
+    from opentess.clock import utcnow
+    from opentess.db.models import ServerInstance
+
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+
+    async def scenario() -> dict[str, str]:
+        engine = make_engine(settings)
+        store = Store(engine)
+        try:
+            await migrate(engine)
+            user, ws = await store.users.create(f"reaper-{tmp_path.name}@example.com")
+            from opentess.bootstrap import demo_agent_spec
+
+            agent = await store.agents.create(demo_agent_spec(), ws.id)
+            await store.instances.register("live")
+            now = utcnow()
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(ServerInstance).values(
+                        id="dead-local", hostname=store.instances.hostname, pid=2**22 + 12345, started_at=now,
+                        heartbeat_at=now,
+                    )
+                )  # fmt: skip
+                await conn.execute(
+                    insert(ServerInstance).values(
+                        id="silent-remote", hostname="elsewhere", pid=1, started_at=now, heartbeat_at=now
+                    )
+                )
+                await conn.execute(
+                    update(ServerInstance)
+                    .where(ServerInstance.id == "silent-remote")
+                    .values(heartbeat_at=now - timedelta(seconds=120))
+                )
+            ids = {}
+            for owner in ("live", "dead-local", "silent-remote"):
+                ids[owner], _ = await store.executions.create(
+                    workspace_id=ws.id, agent_id=agent.id, user_id=user.id, token_id=None, root_id=None,
+                    source="openai", input="x", model="smollm2-135m", turns=[], messages=[], params={},
+                    instance_id=owner,
+                )  # fmt: skip
+            assert await store.instances.reap(30) == 2
+            return {owner: (await store.executions.get(i)).status for owner, i in ids.items()}
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(scenario()) == {"live": "running", "dead-local": "failed", "silent-remote": "failed"}

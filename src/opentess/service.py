@@ -54,7 +54,8 @@ class RunPlan:
 
 
 class ExecutionService:
-    def __init__(self, store: Store, models: ModelRegistry, settings: Settings) -> None:
+    def __init__(self, store: Store, models: ModelRegistry, settings: Settings, instance_id: str | None = None) -> None:
+        self.instance_id = instance_id
         self.store = store
         self.models = models
         self.settings = settings
@@ -186,5 +187,6 @@ class ExecutionService:
             messages=plan.request.messages,
             params=plan.params,
             status=status,
+            instance_id=self.instance_id,
         )
         return self.runs.add(Run(self.store, plan, execution_id, created_at, status))

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     wait_limit_s: float = Field(default=100.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    instance_stale_s: float = Field(default=30.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,9 @@ database engine, the model providers and the upstream HTTP pools."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +16,7 @@ from opentess.api import agents, errors, execute, health, openai_compat, respons
 from opentess.api.limits import BodyLimit
 from opentess.api.state import AppState
 from opentess.auth import Authenticator
-from opentess.db.engine import make_engine
+from opentess.db.engine import make_engine, pending_migrations
 from opentess.providers import ModelRegistry
 from opentess.providers.openai import close_sessions
 from opentess.service import ExecutionService
@@ -33,12 +35,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(engine)
         models = ModelRegistry(settings)
         auth = Authenticator(store)
-        service = ExecutionService(store, models, settings)
+        instance_id = str(uuid.uuid4())
+        service = ExecutionService(store, models, settings, instance_id)
         app.state.opentess = AppState(settings, engine, store, models, service, auth)
+        if await pending_migrations(engine):
+            # `opentess serve` refuses this; an app started another way stays unready (/readyz)
+            log.error("the database schema is not current; run `opentess migrate`")
+        else:
+            await store.instances.register(instance_id)
+            await store.instances.reap(settings.instance_stale_s)
+        keeper = asyncio.create_task(_housekeeping(store, instance_id, settings))
         try:
             yield
         finally:
+            keeper.cancel()
             await service.runs.shutdown()
+            await store.instances.unregister(instance_id)
             await auth.drain()
             await models.aclose()
             await close_sessions()
@@ -57,6 +69,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+async def _housekeeping(store: Store, instance_id: str, settings: Settings) -> None:
+    """Heartbeat, and fail the runs of processes that died (any process may do it; it is idempotent)."""
+    beats = 0
+    while True:
+        await asyncio.sleep(settings.heartbeat_s)
+        beats += 1
+        try:
+            await store.instances.heartbeat(instance_id)
+            if beats % 3 == 0:
+                failed = await store.instances.reap(settings.instance_stale_s)
+                if failed:
+                    log.warning("failed %d execution(s) of server processes that stopped", failed)
+        except Exception:
+            log.exception("housekeeping failed; retrying at the next heartbeat")
 
 
 def app_from_env() -> FastAPI:

@@ -28,7 +28,7 @@ async def _prepare(settings: Settings) -> str:
             await apply_migrations(engine)
         store = Store(engine)
         seed = await first_start(store, settings)
-        interrupted = await store.executions.fail_interrupted()
+        interrupted = await store.instances.reap(settings.instance_stale_s)
     finally:
         await engine.dispose()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host

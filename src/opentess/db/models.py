@@ -59,6 +59,9 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # per-token rate limits; NULL means the server-wide default
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
 
 
 class Agent(Base):
@@ -98,6 +101,8 @@ class Execution(Base):
     token_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("api_tokens.id"))
     root_id: Mapped[int | None] = mapped_column(IdType)
     source: Mapped[str] = mapped_column(String(20))  # "openai" | "execute"
+    # the server process running it; a run whose process is gone is failed by the reaper
+    instance_id: Mapped[str | None] = mapped_column(String(36))
     status: Mapped[str] = mapped_column(String(20))
     input: Mapped[str] = mapped_column(Text, default="")
     output: Mapped[str | None] = mapped_column(Text)
@@ -115,3 +120,15 @@ class Execution(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ServerInstance(Base):
+    """A live server process, kept fresh by its heartbeat."""
+
+    __tablename__ = "server_instances"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.store.agents import AgentRecord, AgentStore
 from opentess.store.executions import ExecutionRecord, ExecutionStore
+from opentess.store.instances import InstanceStore
 from opentess.store.tokens import TokenRecord, TokenStore
 from opentess.store.users import UserRecord, UserStore, WorkspaceRecord
 
@@ -19,6 +20,7 @@ class Store:
         self.tokens = TokenStore(engine)
         self.agents = AgentStore(engine)
         self.executions = ExecutionStore(engine)
+        self.instances = InstanceStore(engine)
 
 
 __all__ = [

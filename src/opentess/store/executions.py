@@ -89,6 +89,7 @@ class ExecutionStore:
         messages: list[dict[str, Any]],
         params: dict[str, Any],
         status: str = "running",
+        instance_id: str | None = None,
     ) -> tuple[int, datetime]:
         now = utcnow()
         async with self._engine.begin() as conn:
@@ -99,6 +100,7 @@ class ExecutionStore:
                         workspace_id=workspace_id, agent_id=agent_id, user_id=user_id, token_id=token_id,
                         root_id=root_id, source=source, status=status, input=input, model=model,
                         turns=turns, messages=messages, params=params, created_at=now, updated_at=now,
+                        instance_id=instance_id,
                     )
                     .returning(Execution.id)
                 )
@@ -219,13 +221,3 @@ class ExecutionStore:
             history.extend(turns)
             history.append({"role": "assistant", "content": output or ""})
         return int(root), history
-
-    async def fail_interrupted(self) -> int:
-        """End every execution left starting/running by a stopped process; returns how many."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(Execution)
-                .where(Execution.status.in_(ACTIVE))
-                .values(status="failed", error="interrupted by server restart", updated_at=utcnow())
-            )
-        return int(result.rowcount)

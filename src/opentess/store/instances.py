@@ -1,0 +1,80 @@
+"""Server instances and the reaper: a run belongs to the process that started it; when that
+process is gone (its heartbeat is stale, or — on this host — its pid no longer exists), the run
+is ended ``failed`` so that nothing stays ``running`` forever, whatever the number of processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from opentess.clock import utcnow
+from opentess.db.models import Execution, ServerInstance
+from opentess.store.executions import ACTIVE
+
+INTERRUPTED = "interrupted by server restart"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class InstanceStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.hostname = socket.gethostname()[:255]
+
+    async def register(self, instance_id: str) -> None:
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(ServerInstance).values(
+                    id=instance_id, hostname=self.hostname, pid=os.getpid(), started_at=now, heartbeat_at=now
+                )
+            )
+
+    async def heartbeat(self, instance_id: str) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(ServerInstance).where(ServerInstance.id == instance_id).values(heartbeat_at=utcnow())
+            )
+        if result.rowcount == 0:  # reaped while paused (a long GC, a suspended VM): come back
+            await self.register(instance_id)
+
+    async def unregister(self, instance_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(ServerInstance).where(ServerInstance.id == instance_id))
+
+    async def reap(self, stale_after_s: float) -> int:
+        """Forget dead instances and fail their active runs; returns how many runs were failed."""
+        cutoff = utcnow() - timedelta(seconds=stale_after_s)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(ServerInstance.id, ServerInstance.hostname, ServerInstance.pid))).all()
+        # on this host a dead process is known at once; elsewhere, by its silence
+        dead = [r.id for r in rows if r.hostname == self.hostname and not _pid_alive(r.pid)]
+        async with self._engine.begin() as conn:
+            stale = (
+                await conn.execute(select(ServerInstance.id).where(ServerInstance.heartbeat_at < cutoff))
+            ).scalars()
+            dead = list({*dead, *stale})
+            if dead:
+                await conn.execute(delete(ServerInstance).where(ServerInstance.id.in_(dead)))
+            live = select(ServerInstance.id)
+            result = await conn.execute(
+                update(Execution)
+                .where(
+                    Execution.status.in_(ACTIVE),
+                    or_(Execution.instance_id.is_(None), Execution.instance_id.not_in(live)),
+                )
+                .values(status="failed", error=INTERRUPTED, updated_at=utcnow())
+            )
+        return int(result.rowcount)
