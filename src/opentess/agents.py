@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from opentess.errors import InvalidInput, OpentessError
+from opentess.errors import InvalidInput, OpentessError, parse_model
 from opentess.questions import RESERVED, Question, coerce, default_of
 
 
@@ -47,14 +47,7 @@ def slugify(title: str) -> str:
 
 def parse_spec(data: Any) -> AgentSpec:
     """Parse an agent spec, raising InvalidInput with Laravel-style field errors."""
-    try:
-        return AgentSpec.model_validate(data)
-    except ValidationError as exc:
-        errors: dict[str, list[str]] = {}
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "agent"
-            errors.setdefault(field, []).append(err["msg"])
-        raise InvalidInput(errors) from exc
+    return parse_model(AgentSpec, data)
 
 
 def validate_spec(spec: AgentSpec, model_names: Iterable[str]) -> None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from opentess.clock import utcnow
 from opentess.errors import Forbidden, InvalidInput, Unauthenticated
-from opentess.store import Store
+from opentess.limits import NO_LIMITS, Admission, Limits
+from opentess.settings import Settings
+from opentess.store import Store, TokenRecord
 
 # last_used_at is a hint for operators, not an audit log: write it at most once a minute per token
 _TOUCH_EVERY_S = 60.0
@@ -25,11 +27,16 @@ class Principal:
     token_id: int
     user_id: int
     workspace_id: int
+    limits: Limits = NO_LIMITS
 
 
 class Authenticator:
-    def __init__(self, store: Store) -> None:
+    """Resolves the caller and counts the request against their rate limits."""
+
+    def __init__(self, store: Store, settings: Settings | None = None, admission: Admission | None = None) -> None:
         self._store = store
+        self._admission = admission
+        self._defaults = settings
         self._touched: dict[int, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -50,7 +57,23 @@ class Authenticator:
             raise Unauthenticated("This API token has expired")
         workspace_id = await self._workspace(token.user_id, token.default_workspace_id, workspace_header)
         self._touch(token.id)
-        return Principal(token.id, token.user_id, workspace_id)
+        limits = self._limits(token)
+        if self._admission is not None:
+            await self._admission.check_request(token.id, workspace_id, limits)
+        return Principal(token.id, token.user_id, workspace_id, limits)
+
+    def _limits(self, token: TokenRecord) -> Limits:
+        d = self._defaults
+        if d is None:
+            return Limits(token.rpm_limit, token.concurrency_limit)
+        return Limits(
+            token_rpm=token.rpm_limit if token.rpm_limit is not None else d.rate_limit_rpm,
+            token_concurrency=token.concurrency_limit
+            if token.concurrency_limit is not None
+            else d.rate_limit_concurrency,
+            workspace_rpm=d.workspace_rate_limit_rpm,
+            workspace_concurrency=d.workspace_rate_limit_concurrency,
+        )
 
     async def _workspace(self, user_id: int, default: int | None, header: str | None) -> int:
         if header is None or header.strip() == "":

@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
 
 class OpentessError(Exception):
     """Base of every error the API answers on purpose."""
@@ -46,6 +52,11 @@ class AgentNotFound(NotFound):
 class ExecutionNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("Agent response not found")
+
+
+class TokenNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Token not found")
 
 
 class BadRequest(OpentessError):
@@ -106,3 +117,14 @@ class ServiceUnavailable(OpentessError):
     status = 503
     error = "Service unavailable"
     openai_type = "server_error"
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """Validate ``data`` as ``model``; InvalidInput with Laravel-style field errors otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors: dict[str, list[str]] = {}
+        for err in exc.errors():
+            errors.setdefault(".".join(str(p) for p in err["loc"]) or "body", []).append(err["msg"])
+        raise InvalidInput(errors) from exc

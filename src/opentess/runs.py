@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from opentess.errors import OpentessError
+from opentess import metrics
+from opentess.errors import OpentessError, UpstreamError, UpstreamTimeout
 from opentess.providers import Completion
 from opentess.store import Store
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("opentess.runs")
 BY_REQUEST = "cancelled by request"
+SHUTDOWN = "cancelled: the server shut down"
+TIMEOUT = "timed out"
+DISCONNECTED = "cancelled: the client disconnected"
 
 
 class RunCancelled(OpentessError):
@@ -31,8 +36,14 @@ class RunCancelled(OpentessError):
     error = "Cancelled"
     openai_type = "cancelled"
 
-    def __init__(self) -> None:
-        super().__init__("The run was cancelled")
+    def __init__(self, reason: str = BY_REQUEST) -> None:
+        super().__init__("The run was cancelled" if reason == BY_REQUEST else f"The run was {reason}")
+
+
+class RunTimedOut(OpentessError):
+    status = 504
+    error = "Run timed out"
+    openai_type = "timeout"
 
 
 @dataclass(slots=True)
@@ -50,7 +61,13 @@ class Run:
     """One stored execution being generated."""
 
     def __init__(
-        self, store: Store, plan: RunPlan, execution_id: int, created_at: datetime, status: str = "running"
+        self,
+        store: Store,
+        plan: RunPlan,
+        execution_id: int,
+        created_at: datetime,
+        status: str = "running",
+        timeout_s: float | None = None,
     ) -> None:
         self.store = store
         self.plan = plan
@@ -60,13 +77,26 @@ class Run:
         self.status = status
         self.parts: list[str] = []
         self.cancel_reason: str | None = None
+        self.timeout_s = timeout_s
         self._task: asyncio.Task[Any] | None = None
-        self._on_end: list[Any] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_end: list[Callable[[Run], Awaitable[None] | None]] = []
         self.ended = asyncio.Event()
+        self.model_seconds = 0.0  # time spent waiting on the model, for the overhead metric
+        self._began = time.perf_counter()
 
     @property
     def output(self) -> str:
         return "".join(self.parts)
+
+    def on_end(self, callback: Callable[[Run], Awaitable[None] | None]) -> None:
+        """Call ``callback`` once the run has stored its end (release a lease, forget the run)."""
+        self._on_end.append(callback)
+
+    def _started(self) -> None:
+        self._task = asyncio.current_task()
+        if self.timeout_s is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.timeout_s, self.cancel, TIMEOUT)
 
     def cancel(self, reason: str = BY_REQUEST) -> bool:
         """Stop the run wherever it is awaiting; False when it is not running any more."""
@@ -88,21 +118,27 @@ class Run:
 
         A failure is stored ``failed`` and re-raised; a cancellation is stored ``cancelled``."""
         completion: Completion | None = None
-        self._task = asyncio.current_task()
-        if self.cancel_reason is not None:  # cancelled before it started
-            await self._end("cancelled", error=self.cancel_reason)
-            raise RunCancelled()
+        self._started()
+        if self._stopped_on_purpose():  # cancelled before it started
+            raise await self._stopped()
         stream = self.plan.provider.stream(self.plan.request)
         finished = False
+        began = time.perf_counter()
+        elsewhere = 0.0  # time the consumer held the generator between deltas
         try:
             async for item in stream:
                 if isinstance(item, str):
+                    if not self.parts:
+                        metrics.FIRST_TOKEN_SECONDS.labels(self.plan.model).observe(time.perf_counter() - began)
                     self.parts.append(item)
+                    paused = time.perf_counter()
                     yield item
+                    elsewhere += time.perf_counter() - paused
                     # whoever resumes this generator is the task to cancel from now on
                     self._task = asyncio.current_task()
                 else:
                     completion = item
+                    self.model_seconds = time.perf_counter() - began - elsewhere
             if completion is None:
                 raise OpentessError(f"model {self.plan.model} ended without finishing its answer")
             result = await self._finish(completion)
@@ -110,34 +146,38 @@ class Run:
             yield result
         except asyncio.CancelledError:
             finished = True
-            await self._end("cancelled", error=self._cancel_message())
-            if self._cancelled_by_request():
-                _uncancel()
-                raise RunCancelled() from None
-            raise
+            if not self._stopped_on_purpose():  # the client went away: nobody to tell
+                await self._end("cancelled", error=DISCONNECTED)
+                raise
+            _uncancel()
+            raise await self._stopped() from None
         except Exception as exc:
             finished = True
+            _count_upstream_error(self.plan.model, exc)
             await self._end("failed", error=_describe(exc))
             raise
         finally:
             await _close(stream)
             if not finished:  # the consumer closed the iterator early: it is gone
-                await self._end("cancelled", error=self._cancel_message())
+                await self._end("cancelled", error=self.cancel_reason or DISCONNECTED)
 
     async def complete(self) -> RunResult:
         """Run to the end without streaming (providers may use a cheaper non-streaming call)."""
-        self._task = asyncio.current_task()
+        self._started()
+        if self._stopped_on_purpose():
+            raise await self._stopped()
+        began = time.perf_counter()
         try:
-            if self.cancel_reason is not None:
-                raise asyncio.CancelledError
             text, completion = await self.plan.provider.complete(self.plan.request)
+            self.model_seconds = time.perf_counter() - began
         except asyncio.CancelledError:
-            await self._end("cancelled", error=self._cancel_message())
-            if self._cancelled_by_request():
-                _uncancel()
-                raise RunCancelled() from None
-            raise
+            if not self._stopped_on_purpose():
+                await self._end("cancelled", error=DISCONNECTED)
+                raise
+            _uncancel()
+            raise await self._stopped() from None
         except Exception as exc:
+            _count_upstream_error(self.plan.model, exc)
             await self._end("failed", error=_describe(exc))
             raise
         self.parts = [text]
@@ -155,11 +195,18 @@ class Run:
         except OpentessError:
             return None  # stored failed/cancelled by events()
 
-    def _cancelled_by_request(self) -> bool:
-        return self.cancel_reason == BY_REQUEST
+    def _stopped_on_purpose(self) -> bool:
+        return self.cancel_reason is not None
 
-    def _cancel_message(self) -> str:
-        return self.cancel_reason or "cancelled: the client disconnected"
+    async def _stopped(self) -> OpentessError:
+        """Store the end of a run stopped on purpose; the error to give a caller still listening."""
+        if self.cancel_reason == TIMEOUT:
+            message = f"The run timed out after {self.timeout_s:g} s"
+            await self._end("failed", error=message)
+            return RunTimedOut(message)
+        reason = self.cancel_reason or BY_REQUEST
+        await self._end("cancelled", error=reason)
+        return RunCancelled(reason)
 
     async def _finish(self, completion: Completion) -> RunResult:
         output = self.output
@@ -174,7 +221,10 @@ class Run:
             credits=credits,
             finish_reason=completion.finish_reason,
         )
-        self._ended()
+        model = self.plan.model
+        metrics.TOKENS.labels(model, "in").inc(completion.prompt_tokens)
+        metrics.TOKENS.labels(model, "out").inc(completion.completion_tokens)
+        await self._close_out()
         return RunResult("succeeded", output, completion, credits, updated_at)
 
     async def _end(self, status: str, *, error: str) -> None:
@@ -187,13 +237,21 @@ class Run:
         except Exception:
             log.exception("could not store the end of execution %s (%s)", self.id, status)
         finally:
-            self._ended()
+            await self._close_out()
 
-    def _ended(self) -> None:
+    async def _close_out(self) -> None:
+        metrics.EXECUTION_SECONDS.labels(self.plan.model, self.status).observe(time.perf_counter() - self._began)
+        if self._timer is not None:
+            self._timer.cancel()
         self.ended.set()
-        for callback in self._on_end:
-            callback(self)
-        self._on_end.clear()
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            try:
+                pending = callback(self)
+                if pending is not None:
+                    await asyncio.shield(pending)
+            except Exception:
+                log.exception("an end-of-run callback of execution %s failed", self.id)
 
 
 class RunRegistry:
@@ -205,8 +263,15 @@ class RunRegistry:
 
     def add(self, run: Run) -> Run:
         self._runs[run.id] = run
-        run._on_end.append(lambda r: self._runs.pop(r.id, None))
+        run.on_end(lambda r: self._forget(r.id))
         return run
+
+    def _forget(self, execution_id: int) -> None:
+        self._runs.pop(execution_id, None)
+
+    def cancel(self, execution_id: int, reason: str = BY_REQUEST) -> bool:
+        run = self._runs.get(execution_id)
+        return run is not None and run.cancel(reason)
 
     def get(self, execution_id: int) -> Run | None:
         return self._runs.get(execution_id)
@@ -218,12 +283,20 @@ class RunRegistry:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def cancel_all(self, reason: str) -> int:
+        """Stop every run of this process; returns how many were running."""
+        return sum(run.cancel(reason) for run in list(self._runs.values()))
+
     async def shutdown(self) -> None:
         """Cancel every run of this process and wait until each has stored its end."""
-        for run in list(self._runs.values()):
-            run.cancel("cancelled: the server shut down")
+        self.cancel_all(SHUTDOWN)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _count_upstream_error(model: str, exc: Exception) -> None:
+    if isinstance(exc, UpstreamError):
+        metrics.UPSTREAM_ERRORS.labels(model, "timeout" if isinstance(exc, UpstreamTimeout) else "error").inc()
 
 
 def _uncancel() -> None:

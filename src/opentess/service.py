@@ -8,11 +8,13 @@ Routes differ only in how they parse input and encode output."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from opentess.agents import render_instructions
 from opentess.auth import Principal
 from opentess.errors import InvalidInput
+from opentess.limits import Admission
 from opentess.providers import ChatRequest, ModelRegistry, Provider
 from opentess.questions import as_number, default_of, match_option, validate_fields
 from opentess.runs import Run, RunRegistry
@@ -54,8 +56,16 @@ class RunPlan:
 
 
 class ExecutionService:
-    def __init__(self, store: Store, models: ModelRegistry, settings: Settings, instance_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        models: ModelRegistry,
+        settings: Settings,
+        instance_id: str | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.instance_id = instance_id
+        self.admission = admission
         self.store = store
         self.models = models
         self.settings = settings
@@ -172,9 +182,25 @@ class ExecutionService:
         return asked
 
     async def start(self, principal: Principal, plan: RunPlan, source: str, status: str = "running") -> Run:
-        """Store the execution and return the run that will fill it in (registered, so that it
-        can be cancelled by id)."""
-        execution_id, created_at = await self.store.executions.create(
+        """Take a concurrency slot, store the execution and return the run that will fill it in
+        (registered, so that it can be cancelled by id). RateLimited when no slot is free."""
+        held = None
+        if self.admission is not None:
+            held = await self.admission.start_run(principal.token_id, principal.workspace_id, principal.limits)
+        try:
+            execution_id, created_at = await self._create(principal, plan, source, status)
+        except BaseException:
+            if self.admission is not None:
+                await self.admission.end_run(held)
+            raise
+        run = Run(self.store, plan, execution_id, created_at, status, timeout_s=self.settings.run_timeout_s)
+        if held is not None and self.admission is not None:
+            admission = self.admission
+            run.on_end(lambda _: admission.end_run(held))
+        return self.runs.add(run)
+
+    async def _create(self, principal: Principal, plan: RunPlan, source: str, status: str) -> tuple[int, datetime]:
+        return await self.store.executions.create(
             workspace_id=principal.workspace_id,
             agent_id=plan.agent.id,
             user_id=principal.user_id,
@@ -189,4 +215,3 @@ class ExecutionService:
             status=status,
             instance_id=self.instance_id,
         )
-        return self.runs.add(Run(self.store, plan, execution_id, created_at, status))

@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     wait_limit_s: float = Field(default=100.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    log_bodies: bool = False
+    redis_url: str | None = None
+    redis_prefix: str = "opentess:"
+    rate_limit_rpm: int | None = Field(default=None, ge=1)
+    rate_limit_concurrency: int | None = Field(default=None, ge=1)
+    workspace_rate_limit_rpm: int | None = Field(default=None, ge=1)
+    workspace_rate_limit_concurrency: int | None = Field(default=None, ge=1)
+    run_timeout_s: float = Field(default=600.0, gt=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
     heartbeat_s: float = Field(default=10.0, gt=0)
     instance_stale_s: float = Field(default=30.0, gt=0)
 

@@ -12,11 +12,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from opentess import __version__
-from opentess.api import agents, errors, execute, health, openai_compat, responses
+from opentess.api import agents, errors, execute, health, openai_compat, responses, tokens
 from opentess.api.limits import BodyLimit
+from opentess.api.observability import Observability
 from opentess.api.state import AppState
 from opentess.auth import Authenticator
+from opentess.coordination import make_cancel_bus, make_limiter
 from opentess.db.engine import make_engine, pending_migrations
+from opentess.limits import Admission
 from opentess.providers import ModelRegistry
 from opentess.providers.openai import close_sessions
 from opentess.service import ExecutionService
@@ -34,10 +37,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings)
         store = Store(engine)
         models = ModelRegistry(settings)
-        auth = Authenticator(store)
+        admission = Admission(make_limiter(settings), run_ttl_s=settings.run_timeout_s + 60)
+        auth = Authenticator(store, settings, admission)
         instance_id = str(uuid.uuid4())
-        service = ExecutionService(store, models, settings, instance_id)
-        app.state.opentess = AppState(settings, engine, store, models, service, auth)
+        service = ExecutionService(store, models, settings, instance_id, admission)
+        bus = make_cancel_bus(settings)
+        await bus.start(service.runs.cancel)
+        app.state.opentess = AppState(settings, engine, store, models, service, auth, bus)
         if await pending_migrations(engine):
             # `opentess serve` refuses this; an app started another way stays unready (/readyz)
             log.error("the database schema is not current; run `opentess migrate`")
@@ -50,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             keeper.cancel()
             await service.runs.shutdown()
+            await bus.aclose()
+            await admission.limiter.aclose()
             await store.instances.unregister(instance_id)
             await auth.drain()
             await models.aclose()
@@ -64,10 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     for prefix in ("", "/api"):
-        for module in (openai_compat, execute, agents, responses):
+        for module in (openai_compat, execute, agents, responses, tokens):
             app.include_router(module.router, prefix=prefix)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observability)  # outermost: it sees every answer, 413s included
     return app
 
 

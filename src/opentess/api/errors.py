@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from opentess.errors import InvalidInput, NotFound, OpentessError
+from opentess.limits import RateLimited
 
 log = logging.getLogger("opentess.api")
 
@@ -58,12 +59,16 @@ def native_error(exc: OpentessError) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {"message": exc.message, "error": exc.error}
     if isinstance(exc, InvalidInput):
         body["errors"] = exc.errors
+    if isinstance(exc, RateLimited):
+        body["retry_after"] = exc.retry_after
     return exc.status, body
 
 
 def render(path: str, exc: OpentessError) -> Response:
     status, body = openai_error(exc) if is_openai_path(path) else native_error(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return json_response(status, body, headers)
 
 

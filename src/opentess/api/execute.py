@@ -148,6 +148,7 @@ async def execute(agent_id: int, request: Request, principal: PrincipalDep, stat
     plan = await state.service.prepare(principal, agent, run_input, lenient_model=False, errors=errors)
     if stream:
         run = await state.service.start(principal, plan, "execute")
+        request.state.run = run
         return EventStreamResponse(
             _events(run),
             keepalive_s=state.settings.sse_keepalive_s,
@@ -155,6 +156,7 @@ async def execute(agent_id: int, request: Request, principal: PrincipalDep, stat
             on_late_error=lambda exc: _event(_final_failure(run, exc)),
         )
     run = await state.service.start(principal, plan, "execute", status="starting")
+    request.state.run = run
     answer = starting_object(run)
     task = state.service.runs.spawn(run.drain())
     if wait:

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from starlette.responses import Response
 
+from opentess import metrics
 from opentess.api.errors import json_response
 from opentess.api.state import StateDep
 from opentess.db.engine import current_revision, head_revision
@@ -17,6 +18,13 @@ router = APIRouter()
 async def healthz() -> Response:
     """The process is alive and serving."""
     return json_response(200, {"status": "ok"})
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    """Prometheus exposition (all worker processes together)."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
 
 
 @router.get("/readyz")

@@ -192,6 +192,7 @@ async def chat_completions(agent_id: int, request: Request, principal: Principal
     run_input, stream, include_usage = parse_request(body)
     plan = await state.service.prepare(principal, agent, run_input, lenient_model=True)
     run = await state.service.start(principal, plan, "openai")
+    request.state.run = run
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     if not stream:

@@ -17,6 +17,7 @@ from opentess.store.executions import ACTIVE, TERMINAL
 router = APIRouter()
 
 STATUSES = (*ACTIVE, *TERMINAL)
+CANCEL_WAIT_S = 10.0
 
 
 class Conflict(OpentessError):
@@ -74,12 +75,24 @@ async def cancel_response(execution_id: int, principal: PrincipalDep, state: Sta
     if record.status in TERMINAL:
         raise Conflict(f"The agent response has already finished ({record.status}).")
     run = state.service.runs.get(execution_id)
-    if run is None:
-        raise Conflict("This agent response is not running in this server process.")
-    if run.cancel():
-        try:
-            await asyncio.wait_for(run.ended.wait(), timeout=10)
-        except TimeoutError:
-            pass  # answered with whatever status is stored now
+    if run is not None:
+        if run.cancel():
+            try:
+                await asyncio.wait_for(run.ended.wait(), timeout=CANCEL_WAIT_S)
+            except TimeoutError:
+                pass  # answered with whatever status is stored now
+    elif state.cancel_bus.shared:
+        # another process runs it: ask every process, then watch the stored status
+        await state.cancel_bus.publish(execution_id)
+        deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_S
+        while asyncio.get_running_loop().time() < deadline:
+            if (await state.store.executions.get(execution_id)).status in TERMINAL:
+                break
+            await asyncio.sleep(0.05)
+    else:
+        raise Conflict(
+            "This agent response is not running in this server process "
+            "(set OPENTESS_REDIS_URL to cancel across processes)."
+        )
     body: dict[str, Any] = (await state.store.executions.get(execution_id, principal.workspace_id)).public()
     return json_response(200, body)

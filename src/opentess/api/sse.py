@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from opentess import metrics
+
 T = TypeVar("T")
 KEEPALIVE = b": keep-alive\n\n"
 SSE_HEADERS = [
@@ -52,9 +54,11 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         producer = asyncio.ensure_future(self._produce(send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        metrics.ACTIVE_STREAMS.inc()
         try:
             await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            metrics.ACTIVE_STREAMS.dec()
             if not producer.done():
                 producer.cancel()  # client gone: stop the run (it stores itself as cancelled)
             watcher.cancel()

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.auth import Authenticator, Principal
+from opentess.coordination import CancelBus
 from opentess.errors import BadRequest
 from opentess.providers import ModelRegistry
 from opentess.service import ExecutionService
@@ -25,6 +26,7 @@ class AppState:
     models: ModelRegistry
     service: ExecutionService
     auth: Authenticator
+    cancel_bus: CancelBus
 
 
 def get_state(request: Request) -> AppState:

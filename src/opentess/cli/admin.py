@@ -22,16 +22,7 @@ def _workspace(ws: WorkspaceRecord) -> dict[str, Any]:
 
 
 def _token(t: TokenRecord) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "name": t.name,
-        "user": t.user_email,
-        "prefix": t.prefix,
-        "created_at": laravel(t.created_at),
-        "expires_at": laravel(t.expires_at),
-        "revoked_at": laravel(t.revoked_at),
-        "last_used_at": laravel(t.last_used_at),
-    }
+    return t.public()
 
 
 def _agent(a: AgentRecord) -> dict[str, Any]:
@@ -118,15 +109,25 @@ def tokens() -> None:
 @click.option("--user", "email", required=True, help="Email of the token's user.")
 @click.option("--name", default="", help="A label for the token.")
 @click.option("--expires-in", "days", type=click.FloatRange(min=0, min_open=True), help="Expire after DAYS days.")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute (default: the server's).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Executions at once (default: the server's).")
 @json_option
 @click.pass_context
 @domain_errors
-def tokens_create(ctx: click.Context, email: str, name: str, days: float | None, as_json: bool) -> None:
+def tokens_create(
+    ctx: click.Context,
+    email: str,
+    name: str,
+    days: float | None,
+    rpm: int | None,
+    concurrency: int | None,
+    as_json: bool,
+) -> None:
     """Create an API token; the secret is printed once and never stored."""
 
     async def go(store: Store, _: Settings) -> dict[str, Any]:
         user = await store.users.by_email(email)
-        record, secret = await store.tokens.create(user.id, name, days)
+        record, secret = await store.tokens.create(user.id, name, days, rpm, concurrency)
         return {**_token(record), "token": secret}
 
     data = run_with_store(go, settings_from(ctx))
@@ -141,7 +142,7 @@ def tokens_list(ctx: click.Context, as_json: bool) -> None:
     """List tokens (never their secrets)."""
 
     async def go(store: Store, _: Settings) -> list[dict[str, Any]]:
-        return [_token(t) for t in await store.tokens.list()]
+        return [_token(t) for t in await store.tokens.list_all()]
 
     def text(rows: list[dict[str, Any]]) -> str:
         return "\n".join(
@@ -151,6 +152,38 @@ def tokens_list(ctx: click.Context, as_json: bool) -> None:
         )
 
     emit(run_with_store(go, settings_from(ctx)), as_json, text)
+
+
+@tokens.command("limits")
+@click.argument("token_id", type=int)
+@click.option("--rpm", help="Requests per minute, or 'default' for the server's.")
+@click.option("--concurrency", help="Executions at once, or 'default' for the server's.")
+@json_option
+@click.pass_context
+@domain_errors
+def tokens_limits(ctx: click.Context, token_id: int, rpm: str | None, concurrency: str | None, as_json: bool) -> None:
+    """Set a token's rate limits."""
+    changes: dict[str, object] = {}
+    for key, raw in (("rpm_limit", rpm), ("concurrency_limit", concurrency)):
+        if raw is None:
+            continue
+        if raw == "default":
+            changes[key] = None
+        elif raw.isdigit() and int(raw) >= 1:
+            changes[key] = int(raw)
+        else:
+            raise click.BadParameter(f"{raw!r} is not a positive integer or 'default'")
+
+    async def go(store: Store, _: Settings) -> dict[str, Any]:
+        return _token(await store.tokens.update(token_id, **changes))
+
+    emit(
+        run_with_store(go, settings_from(ctx)),
+        as_json,
+        lambda d: (
+            f"token {d['id']}: rpm {d['rpm_limit'] or 'default'}, concurrency {d['concurrency_limit'] or 'default'}"
+        ),
+    )
 
 
 @tokens.command("revoke")

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
+import sys
 
 import click
 
 from opentess.bootstrap import banner, first_start
 from opentess.cli.common import settings_from
+from opentess.coordination import multi_process_problems
 from opentess.db.engine import make_engine, pending_migrations
 from opentess.db.engine import migrate as apply_migrations
+from opentess.logs import setup_logging
 from opentess.settings import Settings
 from opentess.store import Store
 
 
 async def _prepare(settings: Settings) -> str:
-    """Migrate (embedded SQLite only), seed a first start, end runs a previous process left."""
+    """Migrate (embedded SQLite only), seed a first start, end runs of processes that are gone."""
     engine = make_engine(settings)
     try:
         if await pending_migrations(engine):
@@ -52,32 +54,27 @@ async def _prepare(settings: Settings) -> str:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Start the API server (migrating and seeding the embedded database on first start)."""
-    import uvicorn
+    from opentess import server
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = settings_from(ctx, **overrides)
-    click.echo(asyncio.run(_prepare(settings)))
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "log_level": settings.log_level,
-        "access_log": False,
-        "timeout_graceful_shutdown": 30,
-    }
-    if settings.workers == 1:
-        from opentess.api.app import create_app
-
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    setup_logging(settings)
+    if os.environ.get(server.CHILD_FD_ENV):  # a worker of `serve --workers N`: the parent prepared
+        server.child_main(settings)
         return
-    # worker processes rebuild their settings from the environment
-    for key, value in overrides.items():
-        os.environ[f"OPENTESS_{key.upper()}"] = str(value)
-    if settings.config is not None:
-        os.environ["OPENTESS_CONFIG"] = str(settings.config)
-    uvicorn.run("opentess.api.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    if settings.workers > 1:
+        problems = multi_process_problems(settings)
+        if problems:
+            raise click.ClickException(
+                f"refusing to start {settings.workers} processes: {'; '.join(problems)}. "
+                "Set OPENTESS_REDIS_URL (redis_url) so that the processes share them, or run one process."
+            )
+    click.echo(asyncio.run(_prepare(settings)))
+    if settings.workers == 1:
+        server.run_single(settings)
+        return
+    # children rebuild the same settings from the same command line and environment
+    sys.exit(server.supervise(settings, sys.argv[1:]))
 
 
 @click.command()

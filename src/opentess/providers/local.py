@@ -11,11 +11,13 @@ import asyncio
 import importlib.resources
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
+from opentess import metrics
 from opentess.errors import BadRequest, ModelError
 from opentess.providers.base import ChatRequest, Completion, Provider, register
 from opentess.settings import ModelConfig, Settings
@@ -92,10 +94,12 @@ class LocalProvider(Provider):
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         model = await self._model()
         self.waiting += 1
+        queued = time.perf_counter()
         try:
             await self._turn.acquire()
         finally:
             self.waiting -= 1
+        metrics.QUEUE_WAIT_SECONDS.labels(self.name).observe(time.perf_counter() - queued)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()

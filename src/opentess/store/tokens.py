@@ -6,11 +6,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opentess.clock import utcnow
+from opentess.clock import laravel, utcnow
 from opentess.db.models import ApiToken, User
 from opentess.errors import NotFound
 
@@ -33,6 +34,23 @@ class TokenRecord:
     revoked_at: datetime | None
     last_used_at: datetime | None
     default_workspace_id: int | None
+    rpm_limit: int | None = None
+    concurrency_limit: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The token as the API and the CLI show it: never its secret or hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "user": self.user_email,
+            "prefix": self.prefix,
+            "created_at": laravel(self.created_at),
+            "expires_at": laravel(self.expires_at),
+            "revoked_at": laravel(self.revoked_at),
+            "last_used_at": laravel(self.last_used_at),
+            "rpm_limit": self.rpm_limit,
+            "concurrency_limit": self.concurrency_limit,
+        }
 
     def is_usable(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
@@ -45,7 +63,8 @@ def _record(row: object) -> TokenRecord:
     r = row._mapping  # type: ignore[attr-defined]
     return TokenRecord(
         r["id"], r["user_id"], r["user_email"], r["name"], r["prefix"], r["created_at"],
-        r["expires_at"], r["revoked_at"], r["last_used_at"], r["default_workspace_id"],
+        r["expires_at"], r["revoked_at"], r["last_used_at"], r["default_workspace_id"], r["rpm_limit"],
+        r["concurrency_limit"],
     )  # fmt: skip
 
 
@@ -54,7 +73,12 @@ class TokenStore:
         self._engine = engine
 
     async def create(
-        self, user_id: int, name: str = "", expires_in_days: float | None = None
+        self,
+        user_id: int,
+        name: str = "",
+        expires_in_days: float | None = None,
+        rpm_limit: int | None = None,
+        concurrency_limit: int | None = None,
     ) -> tuple[TokenRecord, str]:
         """Create a token; returns its record and the secret, which is never retrievable again."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -66,7 +90,8 @@ class TokenStore:
                     insert(ApiToken)
                     .values(
                         user_id=user_id, name=name, token_hash=hash_token(secret), prefix=secret[:10],
-                        created_at=now, expires_at=expires,
+                        created_at=now, expires_at=expires, rpm_limit=rpm_limit,
+                        concurrency_limit=concurrency_limit,
                     )
                     .returning(ApiToken.id)
                 )
@@ -95,7 +120,7 @@ class TokenStore:
             ).first()
         return None if row is None else _record(row)
 
-    async def list(self) -> list[TokenRecord]:
+    async def list_all(self) -> list[TokenRecord]:
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(select(*_COLUMNS).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id))
@@ -110,6 +135,27 @@ class TokenStore:
                 .values(revoked_at=utcnow())
             )
         return await self.get(token_id)  # raises NotFound for an unknown id
+
+    async def update(self, token_id: int, **values: object) -> TokenRecord:
+        """Change a token's name or limits (``rpm_limit``/``concurrency_limit``; None = server default)."""
+        allowed = {"name", "rpm_limit", "concurrency_limit"}
+        assert set(values) <= allowed, set(values) - allowed
+        if values:
+            async with self._engine.begin() as conn:
+                await conn.execute(update(ApiToken).where(ApiToken.id == token_id).values(**values))
+        return await self.get(token_id)
+
+    async def for_user(self, user_id: int) -> list[TokenRecord]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(*_COLUMNS)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(ApiToken.user_id == user_id)
+                    .order_by(ApiToken.id)
+                )
+            ).all()
+        return [_record(r) for r in rows]
 
     async def touch(self, token_id: int, when: datetime) -> None:
         async with self._engine.begin() as conn:

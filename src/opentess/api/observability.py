@@ -1,0 +1,75 @@
+"""Per-request observability as pure ASGI middleware: the X-Request-Id header (accepted or made),
+one structured log line per request, and the request metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from opentess import metrics
+
+log = logging.getLogger("opentess.access")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class Observability:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_ID.match(candidate):
+                    request_id = candidate
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, state, request_id, status, time.perf_counter() - started)
+
+    @staticmethod
+    def _record(scope: Scope, state: dict[str, Any], request_id: str, status: int, duration: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        metrics.REQUESTS.labels(template, scope["method"], str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(template).observe(duration)
+        run = state.get("run")
+        model_seconds = run.model_seconds if run is not None else 0.0
+        metrics.OVERHEAD_SECONDS.labels(template).observe(max(0.0, duration - model_seconds))
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": scope["method"],
+                "route": template,
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(duration * 1000, 3),
+                "execution_id": run.id if run is not None else None,
+            },
+        )

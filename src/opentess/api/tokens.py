@@ -1,0 +1,75 @@
+"""API tokens of the caller (beyond Tess): list, create, change limits, revoke."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from opentess.api.errors import json_response
+from opentess.api.state import AppState, PrincipalDep, StateDep, read_json_object
+from opentess.auth import Principal
+from opentess.errors import NotFound, TokenNotFound, parse_model
+from opentess.store import TokenRecord
+
+router = APIRouter()
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=200)
+    expires_in_days: float | None = Field(default=None, gt=0)
+    rpm_limit: int | None = Field(default=None, ge=1)
+    concurrency_limit: int | None = Field(default=None, ge=1)
+
+
+class TokenUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    rpm_limit: int | None = Field(default=None, ge=1)
+    concurrency_limit: int | None = Field(default=None, ge=1)
+
+
+async def _own(state: AppState, principal: Principal, token_id: int) -> TokenRecord:
+    """The caller's own token; another user's token answers 404 like a missing one."""
+    try:
+        token: TokenRecord = await state.store.tokens.get(token_id)
+    except NotFound as exc:
+        raise TokenNotFound() from exc
+    if token.user_id != principal.user_id:
+        raise TokenNotFound()
+    return token
+
+
+@router.get("/tokens")
+async def list_tokens(principal: PrincipalDep, state: StateDep) -> Response:
+    tokens = await state.store.tokens.for_user(principal.user_id)
+    return json_response(200, {"data": [t.public() for t in tokens]})
+
+
+@router.post("/tokens", status_code=201)
+async def create_token(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
+    spec = parse_model(TokenCreate, await read_json_object(request))
+    record, secret = await state.store.tokens.create(
+        principal.user_id, spec.name, spec.expires_in_days, spec.rpm_limit, spec.concurrency_limit
+    )
+    return json_response(201, {**record.public(), "token": secret})
+
+
+@router.patch("/tokens/{token_id}")
+async def update_token(token_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
+    await _own(state, principal, token_id)
+    body = await read_json_object(request)
+    changes = parse_model(TokenUpdate, body).model_dump(include=set(body))
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    updated = await state.store.tokens.update(token_id, **changes)
+    return json_response(200, updated.public())
+
+
+@router.delete("/tokens/{token_id}")
+async def revoke_token(token_id: int, principal: PrincipalDep, state: StateDep) -> Response:
+    await _own(state, principal, token_id)
+    return json_response(200, (await state.store.tokens.revoke(token_id)).public())

@@ -1,0 +1,146 @@
+"""Running the app: one uvicorn server per process with a graceful SIGTERM, and a small supervisor
+for ``--workers N`` whose children share one listening socket.
+
+On SIGTERM a process stops accepting, lets running streams finish for ``shutdown_grace_s``, then
+cancels what is left so that every client gets a clean final event and every execution is stored
+``cancelled`` with its partial output; then it exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Generator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from opentess.runs import SHUTDOWN
+from opentess.settings import Settings
+
+log = logging.getLogger("opentess.server")
+CHILD_FD_ENV = "OPENTESS_LISTEN_FD"
+
+
+class GracefulServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if not self._draining and self._loop is not None:
+            self._draining = True
+            loop = self._loop
+            loop.call_soon_threadsafe(lambda: loop.call_later(self.grace_s, self._cancel_runs))
+
+    def _cancel_runs(self) -> None:
+        app = self.config.app
+        state = getattr(getattr(app, "state", None), "opentess", None)
+        if state is not None:
+            cancelled = state.service.runs.cancel_all(SHUTDOWN)
+            if cancelled:
+                log.warning("grace period over: cancelled %d running execution(s)", cancelled)
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the signal after shutting down, so SIGTERM ends the process with
+        # status -15; a shutdown that went as planned exits 0 instead.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        log_config=None,  # opentess.logs configures logging
+        access_log=False,  # one structured line per request comes from our middleware
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 10,  # a backstop behind ours
+    )
+
+
+def run_single(settings: Settings, sock: socket.socket | None = None) -> None:
+    from opentess.api.app import create_app
+
+    server = GracefulServer(uvicorn_config(create_app(settings), settings), settings.shutdown_grace_s)
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def child_main(settings: Settings) -> None:
+    """A worker started by ``supervise``: serve on the inherited listening socket."""
+    fd = int(os.environ[CHILD_FD_ENV])
+    sock = socket.socket(fileno=fd)
+    run_single(settings, sock)
+
+
+def supervise(settings: Settings, argv: list[str]) -> int:
+    """Run ``settings.workers`` child processes on one listening socket; forward SIGTERM/SIGINT,
+    restart a child that dies on its own, return 0 after a requested shutdown."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    metrics_dir = tempfile.mkdtemp(prefix="opentess-metrics-")
+    env = {**os.environ, CHILD_FD_ENV: str(sock.fileno()), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    stopping = False
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "opentess", *argv], env=env, pass_fds=[sock.fileno()])
+
+    children = [spawn() for _ in range(settings.workers)]
+    log.info("opentess: %d worker processes on http://%s:%d", settings.workers, settings.host, settings.port)
+
+    def stop(sig: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is not None and not stopping:
+                    log.error("worker %d exited with status %s; restarting it", child.pid, code)
+                    time.sleep(1)
+                    children[i] = spawn()
+            if stopping and all(c.poll() is not None for c in children):
+                break
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    return 1 if failed else 0
