@@ -3,11 +3,7 @@ that shuts down cancels its background runs cleanly."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,44 +11,16 @@ import httpx
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
+from tests.support.processes import free_port, serve, write_config
 from tests.support.world import World, execution, make_settings, seed
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(config: Path, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OPENTESS_DATA_DIR": str(data_dir), "OPENTESS_CONFIG": str(config)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opentess", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(proc.communicate()[0].decode())
 
 
 def test_a_killed_servers_runs_are_failed_after_the_next_start(tmp_path: Path, upstream: FakeUpstream) -> None:
     world = seed(make_settings(tmp_path / "data", upstream.url))
-    config = tmp_path / "opentess.toml"
-    config.write_text(
-        f'[models.fake-gpt]\nprovider = "openai"\nbase_url = "{upstream.url}/v1"\n'
-        '[models.dead-upstream]\nprovider = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
-    )
+    config = write_config(tmp_path / "opentess.toml", upstream.url)
     upstream.mode = "hang"
-    port = _free_port()
-    proc = _serve(config, tmp_path / "data", port)
+    port = free_port()
+    proc = serve(config, tmp_path / "data", port)
     try:
         resp = httpx.post(
             f"http://127.0.0.1:{port}/agents/{world.agent_id}/execute",
@@ -66,7 +34,7 @@ def test_a_killed_servers_runs_are_failed_after_the_next_start(tmp_path: Path, u
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     assert execution(world.settings, run_id)["status"] == "running"  # nobody was left to end it
-    proc = _serve(config, tmp_path / "data", port)
+    proc = serve(config, tmp_path / "data", port)
     try:
         after = httpx.get(
             f"http://127.0.0.1:{port}/agent-responses/{run_id}", headers={"Authorization": f"Bearer {world.token}"}

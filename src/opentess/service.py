@@ -13,7 +13,7 @@ from typing import Any
 
 from opentess.agents import render_instructions
 from opentess.auth import Principal
-from opentess.errors import InvalidInput
+from opentess.errors import InvalidInput, PayloadTooLarge
 from opentess.limits import Admission
 from opentess.providers import ChatRequest, ModelRegistry, Provider
 from opentess.questions import as_number, default_of, match_option, validate_fields
@@ -86,6 +86,7 @@ class ExecutionService:
         ``lenient_model``: an unknown model falls back to the agent's default (the OpenAI route,
         whose SDKs always send some model name) instead of failing."""
         errors = dict(errors or {})
+        self._check_size(run)
         values, field_errors = validate_fields(agent.questions, run.fields)
         errors.update(field_errors)
         model = self._model(agent, run.model, lenient_model, errors)
@@ -133,6 +134,17 @@ class ExecutionService:
             root_id=root_id,
             params=params,
         )
+
+    def _check_size(self, run: RunInput) -> None:
+        limit = self.settings.max_messages
+        if len(run.messages) > limit:
+            raise InvalidInput({"messages": [f"At most {limit} messages are accepted; {len(run.messages)} were sent."]})
+        chars = sum(len(m["content"]) for m in run.messages)
+        if chars > self.settings.max_input_chars:
+            raise PayloadTooLarge(
+                f"The messages hold {chars} characters; the limit is {self.settings.max_input_chars}.",
+                param="messages",
+            )
 
     def _model(self, agent: AgentRecord, asked: Any, lenient: bool, errors: dict[str, list[str]]) -> str:
         q = agent.question("model")

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(default=15.0, gt=0)
     wait_limit_s: float = Field(default=100.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_messages: int = Field(default=1000, ge=1)
+    max_input_chars: int = Field(default=1_000_000, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     log_bodies: bool = False
