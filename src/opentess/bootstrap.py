@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opentess.agents import AgentSpec, validate_spec
+from opentess.errors import BadRequest
 from opentess.questions import Question
 from opentess.settings import BUILTIN_MODEL, Settings
 from opentess.store import Store
@@ -42,7 +43,10 @@ async def first_start(store: Store, settings: Settings) -> FirstStart | None:
     """Seed an empty database; returns None (and creates nothing) when any user exists."""
     if await store.users.count() > 0:
         return None
-    user, workspace = await store.users.create(DEFAULT_EMAIL, "Admin")
+    try:
+        user, workspace = await store.users.create(DEFAULT_EMAIL, "Admin")
+    except BadRequest:  # another process starting at the same moment seeded it
+        return None
     spec = demo_agent_spec()
     validate_spec(spec, settings.models)
     agent = await store.agents.create(spec, workspace.id)

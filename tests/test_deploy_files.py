@@ -1,0 +1,42 @@
+"""The deployment files say what the tests prove: two processes sharing PostgreSQL and Redis,
+migrations applied once, SSE unbuffered, a stop timeout above the shutdown grace period."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def test_compose_runs_two_processes_on_shared_state() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    servers = [name for name in services if name.startswith("opentess-")]
+    assert len(servers) >= 2
+    for name in servers:
+        env = services[name]["environment"]
+        assert env["OPENTESS_DATABASE_URL"].startswith("postgresql+asyncpg://")
+        assert env["OPENTESS_REDIS_URL"].startswith("redis://")
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        grace = int(env["OPENTESS_SHUTDOWN_GRACE_S"])
+        assert int(services[name]["stop_grace_period"].rstrip("s")) > grace
+    assert services["migrate"]["command"] == ["opentess", "migrate"]
+    assert {"postgres", "redis", "nginx"} <= set(services)
+
+
+def test_nginx_does_not_buffer_streams() -> None:
+    conf = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_buffering off;" in conf
+    assert "proxy_http_version 1.1;" in conf
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    servers = {name for name in compose["services"] if name.startswith("opentess-")}
+    assert set(re.findall(r"server (opentess-\d+):8000;", conf)) == servers
+
+
+def test_systemd_unit_stops_after_the_grace_period() -> None:
+    unit = (DEPLOY / "opentess.service").read_text()
+    assert "ExecStart=/opt/opentess/bin/opentess serve" in unit
+    assert int(re.search(r"TimeoutStopSec=(\d+)", unit).group(1)) > 30  # type: ignore[union-attr]
