@@ -16,7 +16,7 @@ from opentess.cli.serve import _prepare
 from opentess.db.engine import head_revision, make_engine, migrate
 from opentess.db.models import Base, Execution
 from opentess.settings import Settings
-from opentess.store import Store
+from opentess.store import Store, close_store
 from tests.support.live import LiveServer
 
 HEAD = head_revision("sqlite://")
@@ -59,7 +59,7 @@ def test_first_start_seeds_once_and_ends_stuck_runs(tmp_path: Path) -> None:
             )  # fmt: skip
             return new_id
         finally:
-            await engine.dispose()
+            await close_store(store)
 
     stuck = asyncio.run(leave_a_run_stuck())
     again = asyncio.run(_prepare(settings))
@@ -74,7 +74,7 @@ def test_first_start_seeds_once_and_ends_stuck_runs(tmp_path: Path) -> None:
                 row = (await conn.execute(select(Execution.status, Execution.error).where(Execution.id == stuck))).one()
             return await store.users.count(), row.status, row.error
         finally:
-            await engine.dispose()
+            await close_store(store)
 
     users, status, error = asyncio.run(read())
     assert users == 1
@@ -151,6 +151,6 @@ def test_reaper_fails_only_the_runs_of_dead_processes(tmp_path: Path, database_u
             assert await store.instances.reap(30) == 2
             return {owner: (await store.executions.get(i)).status for owner, i in ids.items()}
         finally:
-            await engine.dispose()
+            await close_store(store)
 
     assert asyncio.run(scenario()) == {"live": "running", "dead-local": "failed", "silent-remote": "failed"}

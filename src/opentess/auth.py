@@ -6,14 +6,17 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from opentess.cache import TTLCache
 from opentess.clock import utcnow
 from opentess.errors import Forbidden, InvalidInput, Unauthenticated
 from opentess.limits import NO_LIMITS, Admission, Limits
 from opentess.settings import Settings
 from opentess.store import Store, TokenRecord
+from opentess.store.tokens import hash_token
 
 # last_used_at is a hint for operators, not an audit log: write it at most once a minute per token
 _TOUCH_EVERY_S = 60.0
+CACHE_TTL_S = 1.0
 
 
 class InvalidHeader(InvalidInput):
@@ -37,6 +40,10 @@ class Authenticator:
         self._store = store
         self._admission = admission
         self._defaults = settings
+        # no database read per request: tokens and memberships are re-read at most once a
+        # second, so a revocation reaches every process within one second
+        self._tokens: TTLCache[str, TokenRecord | None] = TTLCache(CACHE_TTL_S)
+        self._members: TTLCache[tuple[int, int], bool] = TTLCache(CACHE_TTL_S)
         self._touched: dict[int, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -47,7 +54,7 @@ class Authenticator:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             raise Unauthenticated("Malformed Authorization header: expected 'Bearer <token>'")
-        token = await self._store.tokens.by_secret(secret)
+        token = await self._token(secret)
         if token is None:
             raise Unauthenticated("Invalid API token")
         now = utcnow()
@@ -75,6 +82,15 @@ class Authenticator:
             workspace_concurrency=d.workspace_rate_limit_concurrency,
         )
 
+    async def _token(self, secret: str) -> TokenRecord | None:
+        key = hash_token(secret)
+        token = self._tokens.get(key)
+        if token is None:
+            token = await self._store.tokens.by_hash(key)
+            if token is not None:  # unknown secrets are not cached: guessing fills no memory
+                self._tokens.put(key, token)
+        return token
+
     async def _workspace(self, user_id: int, default: int | None, header: str | None) -> int:
         if header is None or header.strip() == "":
             if default is None:
@@ -84,8 +100,13 @@ class Authenticator:
         if not (text.isascii() and text.lstrip("-").isdigit()):
             raise InvalidHeader({"x-workspace-id": ["The x-workspace-id header must be an integer."]})
         workspace_id = int(text)
-        if workspace_id != default and not await self._store.users.is_member(user_id, workspace_id):
-            raise Forbidden("You do not belong to this workspace")
+        if workspace_id != default:
+            member = self._members.get((user_id, workspace_id))
+            if member is None:
+                member = await self._store.users.is_member(user_id, workspace_id)
+                self._members.put((user_id, workspace_id), member)
+            if not member:
+                raise Forbidden("You do not belong to this workspace")
         return workspace_id
 
     def _touch(self, token_id: int) -> None:

@@ -11,7 +11,7 @@ from opentess.bootstrap import demo_agent_spec
 from opentess.db.engine import make_engine, migrate
 from opentess.questions import Question
 from opentess.settings import BUILTIN_MODEL, ModelConfig, Settings
-from opentess.store import Store
+from opentess.store import Store, close_store
 
 FAKE_MODEL = "fake-gpt"
 TEMPERATURES = ["0", "0.5", "1"]
@@ -119,10 +119,11 @@ def execution(settings: Settings, execution_id: int) -> dict[str, object]:
 
     async def go() -> dict[str, object]:
         engine = make_engine(settings)
+        store = Store(engine)
         try:
-            return await Store(engine).executions.get_full(execution_id)
+            return await store.executions.get_full(execution_id)
         finally:
-            await engine.dispose()
+            await close_store(store)
 
     return asyncio.run(go())
 

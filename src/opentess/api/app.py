@@ -24,7 +24,7 @@ from opentess.providers import ModelRegistry
 from opentess.providers.openai import close_sessions
 from opentess.service import ExecutionService
 from opentess.settings import Settings, load_settings
-from opentess.store import Store
+from opentess.store import Store, close_store
 
 log = logging.getLogger("opentess")
 
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings)
-        store = Store(engine)
+        store = Store(engine, settings.db_pool_size)
         models = ModelRegistry(settings)
         admission = Admission(make_limiter(settings), run_ttl_s=settings.run_timeout_s + 60)
         auth = Authenticator(store, settings, admission)
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await auth.drain()
             await models.aclose()
             await close_sessions()
-            await engine.dispose()
+            await close_store(store)
 
     app = FastAPI(
         title="opentess",

@@ -131,7 +131,7 @@ def starting_object(run: Run) -> dict[str, Any]:
 
 @router.post("/agents/{agent_id}/execute")
 async def execute(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
-    agent = await state.store.agents.get(agent_id, principal.workspace_id)
+    agent = await state.store.agents.get_recent(agent_id, principal.workspace_id)
     body = await read_json_object(request)
     errors: dict[str, list[str]] = {}
     wait = _flag(body, request, ("waitExecution", "wait_execution"), errors)

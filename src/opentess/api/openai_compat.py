@@ -182,7 +182,7 @@ def _agent_response(run: Run, result: RunResult | None, status: str) -> dict[str
 
 @router.post("/agents/{agent_id}/openai/chat/completions")
 async def chat_completions(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
-    agent = await state.store.agents.get(agent_id, principal.workspace_id)
+    agent = await state.store.agents.get_recent(agent_id, principal.workspace_id)
     body = await read_json_object(request)
     if agent.type != "chat":
         raise BadRequest(

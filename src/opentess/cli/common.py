@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from opentess.db.engine import make_engine, migrate, pending_migrations
 from opentess.errors import InvalidInput, OpentessError
 from opentess.settings import Settings, load_settings
-from opentess.store import Store
+from opentess.store import Store, close_store
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,7 +48,7 @@ def run_with_store(fn: Callable[[Store, Settings], Awaitable[T]], settings: Sett
         try:
             return await fn(store, settings)
         finally:
-            await store.engine.dispose()
+            await close_store(store)
 
     return asyncio.run(go())
 

@@ -14,13 +14,19 @@ from opentess.store.users import UserRecord, UserStore, WorkspaceRecord
 class Store:
     """Every repository, sharing one engine."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, pool_size: int = 10) -> None:
         self.engine = engine
         self.users = UserStore(engine)
         self.tokens = TokenStore(engine)
         self.agents = AgentStore(engine)
-        self.executions = ExecutionStore(engine)
+        self.executions = ExecutionStore(engine, pool_size)
         self.instances = InstanceStore(engine)
+
+
+async def close_store(store: Store) -> None:
+    """Close the direct writer, then the engine."""
+    await store.executions.aclose()
+    await store.engine.dispose()
 
 
 __all__ = [

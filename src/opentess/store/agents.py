@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.agents import AgentSpec, slugify
+from opentess.cache import TTLCache
 from opentess.clock import laravel, utcnow
 from opentess.db.models import Agent
 from opentess.errors import AgentNotFound
@@ -84,6 +85,18 @@ _LIVE = Agent.deleted_at.is_(None)
 class AgentStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # the run routes read agents at most once a second (edits reach every process within 1 s)
+        self._recent: TTLCache[int, AgentRecord] = TTLCache(1.0)
+
+    async def get_recent(self, agent_id: int, workspace_id: int) -> AgentRecord:
+        """``get`` for the hot path: may be up to one second old."""
+        agent = self._recent.get(agent_id)
+        if agent is None:
+            agent = await self.get(agent_id)
+            self._recent.put(agent_id, agent)
+        if agent.workspace_id != workspace_id:
+            raise AgentNotFound()
+        return agent
 
     async def create(self, spec: AgentSpec, workspace_id: int) -> AgentRecord:
         now = utcnow()
@@ -167,6 +180,7 @@ class AgentStore:
             )
         if result.rowcount == 0:
             raise AgentNotFound()
+        self._recent.discard(agent_id)
         return await self.get(agent_id, workspace_id)
 
     async def delete(self, agent_id: int, workspace_id: int | None = None) -> None:
@@ -175,5 +189,6 @@ class AgentStore:
             stmt = stmt.where(Agent.workspace_id == workspace_id)
         async with self._engine.begin() as conn:
             result = await conn.execute(stmt)
+        self._recent.discard(agent_id)
         if result.rowcount == 0:
             raise AgentNotFound()

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from opentess.clock import laravel, utcnow
 from opentess.db.models import Execution
 from opentess.errors import ExecutionNotFound
+from opentess.store.writer import make_writer
 
 ACTIVE = ("starting", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -71,8 +72,13 @@ def _record(row: Any) -> ExecutionRecord:
 
 
 class ExecutionStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, pool_size: int = 10) -> None:
         self._engine = engine
+        self._writer = make_writer(engine.url, pool_size)
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            await self._writer.aclose()
 
     async def create(
         self,
@@ -92,19 +98,16 @@ class ExecutionStore:
         instance_id: str | None = None,
     ) -> tuple[int, datetime]:
         now = utcnow()
+        values = {
+            "workspace_id": workspace_id, "agent_id": agent_id, "user_id": user_id, "token_id": token_id,
+            "root_id": root_id, "source": source, "status": status, "input": input, "model": model,
+            "turns": turns, "messages": messages, "params": params, "created_at": now, "updated_at": now,
+            "instance_id": instance_id,
+        }  # fmt: skip
+        if self._writer is not None:
+            return await self._writer.insert(values), now
         async with self._engine.begin() as conn:
-            new_id = (
-                await conn.execute(
-                    insert(Execution)
-                    .values(
-                        workspace_id=workspace_id, agent_id=agent_id, user_id=user_id, token_id=token_id,
-                        root_id=root_id, source=source, status=status, input=input, model=model,
-                        turns=turns, messages=messages, params=params, created_at=now, updated_at=now,
-                        instance_id=instance_id,
-                    )
-                    .returning(Execution.id)
-                )
-            ).scalar_one()  # fmt: skip
+            new_id = (await conn.execute(insert(Execution).values(**values).returning(Execution.id))).scalar_one()
         return int(new_id), now
 
     async def finish(
@@ -120,16 +123,16 @@ class ExecutionStore:
         finish_reason: str | None = None,
     ) -> datetime:
         now = utcnow()
+        values = {
+            "status": status, "output": output, "error": error, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "credits": credits, "finish_reason": finish_reason,
+            "updated_at": now,
+        }  # fmt: skip
+        if self._writer is not None:
+            await self._writer.update(execution_id, values)
+            return now
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(Execution)
-                .where(Execution.id == execution_id)
-                .values(
-                    status=status, output=output, error=error, prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens, credits=credits, finish_reason=finish_reason,
-                    updated_at=now,
-                )
-            )  # fmt: skip
+            await conn.execute(update(Execution).where(Execution.id == execution_id).values(**values))
         return now
 
     async def set_status(self, execution_id: int, status: str) -> None:

@@ -109,13 +109,11 @@ class TokenStore:
             raise NotFound(f"no token with id {token_id}")
         return _record(row)
 
-    async def by_secret(self, secret: str) -> TokenRecord | None:
+    async def by_hash(self, token_hash: str) -> TokenRecord | None:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(*_COLUMNS)
-                    .join(User, User.id == ApiToken.user_id)
-                    .where(ApiToken.token_hash == hash_token(secret))
+                    select(*_COLUMNS).join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == token_hash)
                 )
             ).first()
         return None if row is None else _record(row)

@@ -1,0 +1,1 @@
+"""Benchmarks: not tests. `scripts/bench` runs them and prints ratios measured in the same run."""
