@@ -113,6 +113,23 @@ def render_instructions(source: str, values: dict[str, Any]) -> str:
     """Render an agent's instructions with the validated field values."""
     if "{" not in source:
         return source
+    if sum(len(v) if isinstance(v, str) else 8 for v in values.values()) > 1024:
+        return _render(source, values)  # long inputs would make the cache a memory sink
+    try:
+        key = (source, *sorted(values.items()))
+        hash(key)
+    except TypeError:  # a list value (multiselect, array): render every time
+        return _render(source, values)
+    return _render_cached(key, source)
+
+
+@lru_cache(maxsize=4096)
+def _render_cached(key: tuple[Any, ...], source: str) -> str:
+    # most calls of an agent render the same defaults: render once per distinct set of values
+    return _render(source, dict(key[1:]))
+
+
+def _render(source: str, values: dict[str, Any]) -> str:
     try:
         return str(_compiled(source).render(values))
     except TemplateError as exc:

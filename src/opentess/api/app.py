@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opentess import __version__
 from opentess.api import agents, errors, execute, health, openai_compat, responses, tokens
+from opentess.api.fastpath import FastRoute
 from opentess.api.limits import BodyLimit
 from opentess.api.observability import Observability
 from opentess.api.state import AppState
@@ -64,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await close_sessions()
             await close_store(store)
 
-    app = FastAPI(
+    app = OpentessApp(
         title="opentess",
         version=__version__,
         description="Self-hosted Tess agent API with an OpenAI-compatible endpoint.",
@@ -75,9 +77,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for module in (openai_compat, execute, agents, responses, tokens):
             app.include_router(module.router, prefix=prefix)
     app.include_router(health.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(Observability)  # outermost: it sees every answer, 413s included
+    # Pure-ASGI layers in front of FastAPI's own stack: Observability sees every answer (413s
+    # included); FastRoute serves the hot route without the framework's layers.
+    app.front = Observability(BodyLimit(FastRoute(app.framework, app), max_bytes=settings.max_body_bytes))
     return app
+
+
+class OpentessApp(FastAPI):
+    """FastAPI with our own pure-ASGI layers in front of it for HTTP requests."""
+
+    front: ASGIApp | None = None
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.front is not None:
+            scope["app"] = self
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 async def _housekeeping(store: Store, instance_id: str, settings: Settings) -> None:

@@ -29,7 +29,9 @@ class BodyLimit:
                 if too_large:
                     await render(scope["path"], self._error())(scope, receive, send)
                     return
-                break
+                # the server frames the body by this length: it cannot grow past it
+                await self.app(scope, receive, send)
+                return
         received = 0
         limit = self.max_bytes
 

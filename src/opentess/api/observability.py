@@ -3,10 +3,11 @@ one structured log line per request, and the request metrics."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +15,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from opentess import metrics
 
 log = logging.getLogger("opentess.access")
+_PROCESS = os.urandom(8).hex()
+_counter = itertools.count(1)
+
+
+def next_request_id() -> str:
+    """32 hex digits, unique across processes: a random per-process half and a counter (a uuid4
+    per request costs a getrandom call and an object)."""
+    return f"{_PROCESS}{next(_counter):016x}"
+
+
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -34,7 +45,7 @@ class Observability:
                     request_id = candidate
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = next_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())

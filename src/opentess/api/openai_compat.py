@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from opentess.api.errors import json_response, openai_error, render
 from opentess.api.sse import EventStreamResponse, unless_disconnected
-from opentess.api.state import PrincipalDep, StateDep, read_json_object
+from opentess.api.state import AppState, authenticate, read_json_object
 from opentess.errors import BadRequest, OpentessError
 from opentess.runs import Run, RunResult
 from opentess.service import RunInput
@@ -181,7 +181,14 @@ def _agent_response(run: Run, result: RunResult | None, status: str) -> dict[str
 
 
 @router.post("/agents/{agent_id}/openai/chat/completions")
-async def chat_completions(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
+async def chat_completions(agent_id: int, request: Request) -> Response:
+    """OpenAI Chat Completions for one agent. Served by ``FastRoute`` (api/fastpath.py) ahead of
+    FastAPI's stack; registered here too so that it is documented in the OpenAPI schema."""
+    return await handle(agent_id, request, request.app.state.opentess)
+
+
+async def handle(agent_id: int, request: Request, state: AppState) -> Response:
+    principal = await authenticate(request, state)
     agent = await state.store.agents.get_recent(agent_id, principal.workspace_id)
     body = await read_json_object(request)
     if agent.type != "chat":

@@ -29,7 +29,8 @@ class AppState:
     cancel_bus: CancelBus
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly hop per request
     state: AppState = request.app.state.opentess
     return state
 
@@ -38,6 +39,11 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_principal(request: Request, state: StateDep) -> Principal:
+    return await authenticate(request, state)
+
+
+async def authenticate(request: Request, state: AppState) -> Principal:
+    """The caller of ``request`` (for hot routes that skip dependency injection)."""
     return await state.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-workspace-id"))
 
 

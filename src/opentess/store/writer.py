@@ -1,14 +1,18 @@
 """The two writes of every execution (create, finish) on the driver directly.
 
 SQLAlchemy's statement building and its async adaptation cost about a millisecond per statement;
-these two statements run on every call, so they go straight to aiosqlite (one autocommit
-connection: SQLite has one writer anyway) or to an asyncpg pool, with SQL prepared once. Reads
+these two statements run on every call, so they go straight to sqlite3 (one writer thread with
+group commit: SQLite has one writer anyway) or to an asyncpg pool, with SQL prepared once. Reads
 and everything else stay on SQLAlchemy. The schema is the same: rows written here read back
 through SQLAlchemy unchanged (tests/test_database.py checks both backends)."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -65,47 +69,116 @@ class _SqlWriter:
 
 
 class SqliteWriter(_SqlWriter):
+    """One writer thread with its own sqlite3 connection. Under load it commits every write that
+    is waiting in one transaction (group commit): one thread wake-up and one WAL commit for many
+    calls, instead of one each. A call returns only once its transaction has committed."""
+
     def __init__(self, path: str) -> None:
         super().__init__()
         self._path = path
-        self._conn: Any = None
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def _placeholder(self, position: int) -> str:
         return "?"
 
-    async def _connection(self) -> Any:
-        if self._conn is None:
-            async with self._lock:
-                if self._conn is None:
-                    import aiosqlite
-
-                    conn = await aiosqlite.connect(self._path, isolation_level=None, timeout=30)
-                    await conn.execute("PRAGMA journal_mode=WAL")
-                    await conn.execute("PRAGMA synchronous=NORMAL")
-                    await conn.execute("PRAGMA busy_timeout=30000")
-                    self._conn = conn
-        return self._conn
+    def _submit(self, sql: str, params: list[Any], want_rowid: bool) -> asyncio.Future[int]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="opentess-sqlite-writer", daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queue.put(_Op(loop, future, sql, params, want_rowid))
+        return future
 
     async def insert(self, values: dict[str, Any]) -> int:
-        conn = await self._connection()
         params = [_sqlite_value(k, v) for k, v in values.items()]
-        cursor = await conn.execute(self._insert_sql(tuple(values)), params)
-        new_id = int(cursor.lastrowid)
-        await cursor.close()
-        return new_id
+        return await self._submit(self._insert_sql(tuple(values)), params, True)
 
     async def update(self, execution_id: int, values: dict[str, Any]) -> int:
-        conn = await self._connection()
         params = [*(_sqlite_value(k, v) for k, v in values.items()), execution_id]
-        cursor = await conn.execute(self._update_sql(tuple(values)), params)
-        count = int(cursor.rowcount)
-        await cursor.close()
-        return count
+        return await self._submit(self._update_sql(tuple(values)), params, False)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < 512:
+                    try:
+                        op = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is None:
+                        stop = True
+                        break
+                    batch.append(op)
+                _write_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+
+
+@dataclass(slots=True)
+class _Op:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[int]
+    sql: str
+    params: list[Any]
+    want_rowid: bool
+    result: int | BaseException = 0
+
+
+def _write_batch(conn: sqlite3.Connection, batch: list[_Op]) -> None:
+    """Runs in the writer thread: one transaction for the whole batch, then wake the callers."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for op in batch:
+            try:
+                cursor = conn.execute(op.sql, op.params)
+                op.result = int(cursor.lastrowid or 0) if op.want_rowid else cursor.rowcount
+            except sqlite3.Error as exc:  # this statement only; the others still commit
+                op.result = exc
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        for op in batch:
+            op.result = exc
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
+    for op in batch:
+        by_loop.setdefault(op.loop, []).append(op)
+    for loop, ops in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, ops)
+        except RuntimeError:  # that loop is closed: nobody waits any more
+            pass
+
+
+def _resolve(ops: list[_Op]) -> None:
+    for op in ops:
+        if op.future.done():
+            continue
+        if isinstance(op.result, BaseException):
+            op.future.set_exception(op.result)
+        else:
+            op.future.set_result(op.result)
 
 
 class PostgresWriter(_SqlWriter):
