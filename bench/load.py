@@ -23,6 +23,7 @@ class Target:
     url: str  # the full chat-completions URL
     headers: dict[str, str]
     model: str = "bench"
+    local_url: str = ""  # opentess: an agent of the same server on the embedded SmolLM2
 
     def body(self, stream: bool) -> bytes:
         payload = {"model": self.model, "messages": [{"role": "user", "content": "Hello, how are you today?"}]}
@@ -138,7 +139,12 @@ async def _sequential(target: Target, count: int, stream: bool) -> int:
 
         async def one() -> None:
             nonlocal failures
-            async with sem, session.post(target.url, data=body, headers={"Content-Type": "application/json", **target.headers}) as r:
+            async with (
+                sem,
+                session.post(
+                    target.url, data=body, headers={"Content-Type": "application/json", **target.headers}
+                ) as r,
+            ):
                 await r.read()
                 if r.status != 200:
                     failures += 1

@@ -14,8 +14,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,8 +73,10 @@ def table(columns: list[Column], workers: int) -> str:
     by = {c.name: c for c in columns}
     header = "| scenario | direct | bare relay | opentess | LiteLLM | opentess / relay | opentess / LiteLLM |"
     lines = [f"### {workers} worker process{'es' if workers > 1 else ''}", "", header, "|---" * 7 + "|"]
-    for key, label, better in SCENARIOS:
-        values = {name: (by[name].median(key) if name in by else None) for name in ("direct", "relay", "opentess", "litellm")}
+    for key, label, _better in SCENARIOS:
+        values = {
+            name: (by[name].median(key) if name in by else None) for name in ("direct", "relay", "opentess", "litellm")
+        }
         o, r, ll = values["opentess"], values["relay"], values["litellm"]
         if key == "nonstream_1conn_mean_ms" and o is not None and values["direct"] is not None:
             label += f" — opentess adds {o - values['direct']:.2f} ms over direct"
@@ -90,12 +92,6 @@ def table(columns: list[Column], workers: int) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
-def started(factory: Callable[[], Any]) -> Iterator[Any]:
-    with factory() as value:
-        yield value
-
-
 def run_http(args: argparse.Namespace) -> str:
     sections = []
     with_wrk = load.have_wrk()
@@ -107,7 +103,7 @@ def run_http(args: argparse.Namespace) -> str:
                 ("relay", lambda: targets.relay(upstream)),
                 ("opentess", lambda w=workers: targets.opentess(upstream, w, args.database_url)),
             ]
-            if targets.litellm_installed():
+            if targets.litellm_installed() and not args.without_litellm:
                 plan.append(("litellm", lambda w=workers: targets.litellm(upstream, w)))
             for name, factory in plan:
                 if workers > 1 and name in ("direct", "relay"):
@@ -166,13 +162,13 @@ def run_memory(args: argparse.Namespace) -> str:
 def machine() -> str:
     cpu = "unknown CPU"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", default="1", help="comma-separated worker counts, e.g. 1,2")
     parser.add_argument("--database-url", default=None, help="opentess database (default: embedded SQLite)")
     parser.add_argument("--with-litellm", action="store_true", help=f"install LiteLLM {targets.LITELLM_VERSION}")
+    parser.add_argument("--without-litellm", action="store_true", help="skip LiteLLM even when it is installed")
     parser.add_argument("--with-model", action="store_true", help="also measure the embedded SmolLM2 model")
+    parser.add_argument("--with-llama-server", action="store_true", help="build llama-server to compare (slow)")
     parser.add_argument("--memory", action="store_true", help="RSS after 5,000 and 10,000 requests")
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="tiny durations: checks the harness, not speed")

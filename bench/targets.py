@@ -32,6 +32,13 @@ questions:
   - {type: select, name: tools, options: [no-tools]}
   - {type: text, name: language, default: English}
 """
+LOCAL_AGENT_YAML = """\
+title: Bench local
+type: chat
+instructions: "You are a helpful assistant."
+questions:
+  - {type: select, name: model, options: [smollm2-135m]}
+"""
 
 
 def free_port() -> int:
@@ -81,10 +88,13 @@ def direct_target(upstream: str) -> Target:
 @contextmanager
 def relay(upstream: str) -> Iterator[tuple[Target, int]]:
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp, process(
-        [sys.executable, "-m", "bench.relay", str(port), upstream, str(Path(tmp) / "relay.db")],
-        f"http://127.0.0.1:{port}/docs",
-    ) as proc:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        process(
+            [sys.executable, "-m", "bench.relay", str(port), upstream, str(Path(tmp) / "relay.db")],
+            f"http://127.0.0.1:{port}/docs",
+        ) as proc,
+    ):
         yield Target("relay", f"http://127.0.0.1:{port}/v1/chat/completions", {}), proc.pid
 
 
@@ -106,6 +116,8 @@ def opentess(upstream: str, workers: int = 1, database_url: str | None = None) -
         config.write_text(f'[models.bench]\nprovider = "openai"\nbase_url = "{upstream}/v1"\n')
         agent_file = Path(tmp) / "agent.yaml"
         agent_file.write_text(AGENT_YAML)
+        local_file = Path(tmp) / "local.yaml"
+        local_file.write_text(LOCAL_AGENT_YAML)
         env = {
             "OPENTESS_DATA_DIR": str(Path(tmp) / "data"),
             "OPENTESS_CONFIG": str(config),
@@ -116,7 +128,9 @@ def opentess(upstream: str, workers: int = 1, database_url: str | None = None) -
             subprocess.run([sys.executable, "-m", "opentess", "migrate"], env={**os.environ, **env}, check=True,
                            capture_output=True)  # fmt: skip
         user = _cli(env, "users", "create", f"bench-{port}@example.com")
-        agent = _cli(env, "agents", "create", "--file", str(agent_file), "--workspace", str(user["default_workspace_id"]))
+        workspace = str(user["default_workspace_id"])
+        agent = _cli(env, "agents", "create", "--file", str(agent_file), "--workspace", workspace)
+        local = _cli(env, "agents", "create", "--file", str(local_file), "--workspace", workspace)
         token = _cli(env, "tokens", "create", "--user", f"bench-{port}@example.com")
         args = [sys.executable, "-m", "opentess", "serve", "--port", str(port), "--workers", str(workers)]
         if workers > 1:
@@ -127,6 +141,7 @@ def opentess(upstream: str, workers: int = 1, database_url: str | None = None) -
                     "opentess",
                     f"http://127.0.0.1:{port}/agents/{agent['id']}/openai/chat/completions",
                     {"Authorization": f"Bearer {token['token']}"},
+                    local_url=f"http://127.0.0.1:{port}/agents/{local['id']}/openai/chat/completions",
                 ),
                 proc.pid,
             )

@@ -1,0 +1,37 @@
+"""The benchmark harness runs end to end (tiny durations), so it cannot rot. It asserts that every
+target answered and the report has its rows — never how fast anything was."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_run(tmp_path: Path) -> None:
+    output = tmp_path / "results.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--without-litellm", "--memory", "--output", str(output)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = output.read_text()
+    for label in (
+        "stream, 32 clients, streams/s",
+        "stream, 1 client, whole stream p50 (ms)",
+        "| bare relay | opentess | LiteLLM |",
+        "### Memory (opentess, 1 process)",
+    ):
+        assert label in report
+    streams_row = next(line for line in report.splitlines() if line.startswith("| stream, 32 clients"))
+    cells = [c.strip() for c in streams_row.split("|")[1:-1]]
+    assert cells[4] == "not installed"  # LiteLLM left out on purpose
+    assert float(cells[3].replace(",", "")) > 0  # opentess served streams
+    assert "Failed requests during the run" not in report
