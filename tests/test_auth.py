@@ -85,3 +85,36 @@ def test_other_user_cannot_use_alices_agent(live: LiveServer, world: World) -> N
     resp = call(live, world.agent_id, {"Authorization": f"Bearer {world.other_token}"})
     assert resp.status_code == 404
     assert call(live, world.other_agent_id, {"Authorization": f"Bearer {world.other_token}"}).status_code == 200
+
+
+def test_revocation_takes_effect_within_a_second(live: LiveServer, world: World) -> None:
+    """Tokens are cached for at most one second: a token revoked elsewhere (here: straight in the
+    database, as another process would) is refused within a second; one revoked through this
+    server's API is refused at once."""
+    import asyncio
+    import time
+
+    from opentess.db.engine import make_engine
+    from opentess.store import Store, close_store
+
+    auth = {"Authorization": f"Bearer {world.token}"}
+    created = httpx.post(f"{live.url}/tokens", json={"name": "short-lived"}, headers=auth).json()
+    mine = {"Authorization": f"Bearer {created['token']}"}
+    assert call(live, world.agent_id, mine).status_code == 200  # now cached
+
+    async def revoke_elsewhere() -> None:
+        store = Store(make_engine(world.settings))
+        try:
+            await store.tokens.revoke(created["id"])
+        finally:
+            await close_store(store)
+
+    asyncio.run(revoke_elsewhere())
+    time.sleep(1.1)
+    assert call(live, world.agent_id, mine).status_code == 401
+
+    second = httpx.post(f"{live.url}/tokens", json={"name": "api-revoked"}, headers=auth).json()
+    theirs = {"Authorization": f"Bearer {second['token']}"}
+    assert call(live, world.agent_id, theirs).status_code == 200
+    assert httpx.delete(f"{live.url}/tokens/{second['id']}", headers=auth).status_code == 200
+    assert call(live, world.agent_id, theirs).status_code == 401

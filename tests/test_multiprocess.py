@@ -22,7 +22,7 @@ from opentess.limits import RateLimited, RedisLimiter
 from tests.support.backends import POSTGRES_ENV, REDIS_ENV, fresh_postgres_database, postgres_url, redis_url
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.processes import free_port, serve, write_config
-from tests.support.world import World, make_settings, seed
+from tests.support.world import World, make_settings, seed, unlimited_token
 
 CHAT = {"language": "en", "messages": [{"role": "user", "content": "x"}]}
 RPM = 5
@@ -52,6 +52,7 @@ def cluster(
     """Two `opentess serve` processes on different ports, one database, one Redis."""
     tmp = tmp_path_factory.mktemp("cluster")
     world = seed(make_settings(tmp / "data", upstream.url, database_url=pg))
+    world.token = unlimited_token(world)
     env = {
         "OPENTESS_DATABASE_URL": pg,
         "OPENTESS_REDIS_URL": redis,
@@ -180,3 +181,17 @@ def test_workers_share_the_port_and_the_metrics(pg: str, redis: str, upstream: F
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
         assert proc.returncode == 0
+
+
+def test_a_token_revoked_on_a_is_refused_by_b_within_a_second(
+    cluster: tuple[World, list[str], dict[str, str]],
+) -> None:
+    world, (a, b), _ = cluster
+    token = _token(world, a, rpm=100)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{b}/agents", headers=headers).status_code == 200  # cached on B
+    admin = {"Authorization": f"Bearer {world.token}"}
+    own = [t for t in httpx.get(f"{a}/tokens", headers=admin).json()["data"] if t["prefix"] == token[:10]]
+    assert httpx.delete(f"{a}/tokens/{own[0]['id']}", headers=admin).status_code == 200
+    time.sleep(1.1)
+    assert httpx.get(f"{b}/agents", headers=headers).status_code == 401

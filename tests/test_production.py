@@ -3,7 +3,6 @@ and logs, SIGTERM, and the refusal to run several processes without shared state
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import subprocess
@@ -19,12 +18,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from opentess.db.engine import make_engine
-from opentess.store import Store
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
 from tests.support.processes import free_port, serve, write_config
-from tests.support.world import World, latest_execution, make_settings, seed
+from tests.support.world import World, latest_execution, make_settings, seed, unlimited_token
 
 CHAT = {"language": "en", "messages": [{"role": "user", "content": "x"}]}
 
@@ -43,19 +40,10 @@ def limited(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
             run_timeout_s=1.0,
         )
     )
-    world.token = asyncio.run(_unlimited_token(world))  # the tests' admin: exempt from the 3/min default
+    world.token = unlimited_token(world)  # the tests' admin: exempt from the 3/min default
     server = LiveServer(world.settings).start()
     yield server, world
     server.stop()
-
-
-async def _unlimited_token(world: World) -> str:
-    engine = make_engine(world.settings)
-    try:
-        _, secret = await Store(engine).tokens.create(world.user_id, "admin", rpm_limit=10_000, concurrency_limit=100)
-        return secret
-    finally:
-        await engine.dispose()
 
 
 def client(server: LiveServer, token: str) -> httpx.Client:

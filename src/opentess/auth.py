@@ -82,6 +82,10 @@ class Authenticator:
             workspace_concurrency=d.workspace_rate_limit_concurrency,
         )
 
+    def forget_tokens(self) -> None:
+        """Drop cached tokens now (this process revoked or changed one; others follow within 1 s)."""
+        self._tokens.clear()
+
     async def _token(self, secret: str) -> TokenRecord | None:
         key = hash_token(secret)
         token = self._tokens.get(key)

@@ -144,3 +144,17 @@ def latest_execution(settings: Settings) -> dict[str, object]:
             await engine.dispose()
 
     return execution(settings, asyncio.run(go()))
+
+
+def unlimited_token(world: World) -> str:
+    """A token of the world's first user exempt from server-wide rate limits (tests' admin)."""
+
+    async def go() -> str:
+        store = Store(make_engine(world.settings))
+        try:
+            _, secret = await store.tokens.create(world.user_id, "admin", rpm_limit=1_000_000, concurrency_limit=1000)
+            return secret
+        finally:
+            await close_store(store)
+
+    return asyncio.run(go())

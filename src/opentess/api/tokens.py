@@ -66,10 +66,13 @@ async def update_token(token_id: int, request: Request, principal: PrincipalDep,
     if changes.get("name") is None:
         changes.pop("name", None)
     updated = await state.store.tokens.update(token_id, **changes)
+    state.auth.forget_tokens()
     return json_response(200, updated.public())
 
 
 @router.delete("/tokens/{token_id}")
 async def revoke_token(token_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     await _own(state, principal, token_id)
-    return json_response(200, (await state.store.tokens.revoke(token_id)).public())
+    revoked = await state.store.tokens.revoke(token_id)
+    state.auth.forget_tokens()
+    return json_response(200, revoked.public())
