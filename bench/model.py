@@ -60,6 +60,32 @@ def in_process(text: str, max_tokens: int) -> Sample:
     return Sample((first - started) * 1000, n, (n - 1) / (last - first) if last > first else float("nan"))
 
 
+@dataclass
+class _Read:
+    first: float = 0.0
+    last: float = 0.0
+    tokens: int = 0
+    finished: bool = False
+
+
+async def _read(resp: aiohttp.ClientResponse) -> _Read:
+    """Consume an OpenAI stream: when its first and last text arrived, usage, whether it ended."""
+    read = _Read()
+    async for line in resp.content:
+        if line.startswith(b"data: [DONE]"):
+            read.finished = True
+        if not line.startswith(b"data: {"):
+            continue
+        event = orjson.loads(line[6:])
+        if event.get("usage"):
+            read.tokens = event["usage"]["completion_tokens"]
+        for choice in event.get("choices") or ():
+            if (choice.get("delta") or {}).get("content"):
+                read.last = time.perf_counter()
+                read.first = read.first or read.last
+    return read
+
+
 async def _http_stream(url: str, headers: dict[str, str], text: str, max_tokens: int, model: str) -> Sample:
     body = orjson.dumps(
         {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, "stream": True,
@@ -67,21 +93,10 @@ async def _http_stream(url: str, headers: dict[str, str], text: str, max_tokens:
     )  # fmt: skip
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
-        first = last = 0.0
-        tokens = 0
         async with session.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as resp:
-            async for line in resp.content:
-                if not line.startswith(b"data: {"):
-                    continue
-                event = orjson.loads(line[6:])
-                if event.get("usage"):
-                    tokens = event["usage"]["completion_tokens"]
-                for choice in event.get("choices") or ():
-                    if (choice.get("delta") or {}).get("content"):
-                        now = time.perf_counter()
-                        first = first or now
-                        last = now
-    return Sample((first - started) * 1000, tokens, (tokens - 1) / (last - first) if last > first else float("nan"))
+            r = await _read(resp)
+    rate = (r.tokens - 1) / (r.last - r.first) if r.last > r.first else float("nan")
+    return Sample((r.first - started) * 1000, r.tokens, rate)
 
 
 def http_stream(url: str, headers: dict[str, str], text: str, max_tokens: int, model: str = "smollm2-135m") -> Sample:
@@ -97,23 +112,12 @@ async def _concurrent(url: str, headers: dict[str, str], n: int, max_tokens: int
         await asyncio.sleep(i * 0.05)
         body = orjson.dumps({"messages": [{"role": "user", "content": f"{STORY} ({i})"}], "max_tokens": max_tokens,
                              "stream": True, "stream_options": {"include_usage": True}})  # fmt: skip
-        first, tokens, finished = 0.0, 0, False
         async with (
             aiohttp.ClientSession() as session,
             session.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as resp,
         ):
-            async for line in resp.content:
-                if line.startswith(b"data: [DONE]"):
-                    finished = True
-                if not line.startswith(b"data: {"):
-                    continue
-                event = orjson.loads(line[6:])
-                if event.get("usage"):
-                    tokens = event["usage"]["completion_tokens"]
-                for choice in event.get("choices") or ():
-                    if (choice.get("delta") or {}).get("content") and not first:
-                        first = time.perf_counter()
-        results.append((first, tokens, finished))
+            r = await _read(resp)
+        results.append((r.first, r.tokens, r.finished))
         starts.append(i)
 
     began = time.perf_counter()

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,6 +20,7 @@ from opentess.limits import RateLimited, RedisLimiter
 from tests.support.backends import POSTGRES_ENV, REDIS_ENV, fresh_postgres_database, postgres_url, redis_url
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.processes import free_port, serve, write_config
+from tests.support.sse import BackgroundStream
 from tests.support.world import World, make_settings, seed, unlimited_token
 
 CHAT = {"language": "en", "messages": [{"role": "user", "content": "x"}]}
@@ -106,24 +105,12 @@ def test_cancel_sent_to_a_stops_a_stream_served_by_b(
     headers = {"Authorization": f"Bearer {_token(world, a, rpm=100)}"}
     upstream.delay = 0.2
     upstream.chunks = [f"{i} " for i in range(100)]
-    events: list[dict[str, Any]] = []
-
-    def consume() -> None:
-        with httpx.stream(
-            "POST", f"{b}/agents/{world.agent_id}/execute", json={**CHAT, "stream": True}, headers=headers, timeout=30
-        ) as resp:
-            for line in resp.iter_lines():
-                if line.startswith("data: "):
-                    events.append(orjson.loads(line[6:]))
-
-    reader = threading.Thread(target=consume)
-    reader.start()
-    deadline = time.monotonic() + 10
-    while len(events) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    stream = BackgroundStream(f"{b}/agents/{world.agent_id}/execute", {**CHAT, "stream": True}, headers)
+    stream.wait_for(2)
+    events = stream.events
     started = time.monotonic()
     cancelled = httpx.post(f"{a}/agent-responses/{events[0]['id']}/cancel", headers=headers, timeout=30)
-    reader.join(15)
+    stream.join()
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
     assert time.monotonic() - started < 5

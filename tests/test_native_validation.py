@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
+from tests.support.sse import BackgroundStream
 from tests.support.world import World
 
 
@@ -234,33 +235,18 @@ def test_cancel_a_background_run(http: httpx.Client, world: World, upstream: Fak
 def test_cancel_a_stream_ends_it_with_a_cancelled_event(
     live: LiveServer, world: World, upstream: FakeUpstream, http: httpx.Client
 ) -> None:
-    import threading
-
-    import orjson
 
     upstream.delay = 0.2
     upstream.chunks = [f"{i} " for i in range(40)]
-    events: list[dict[str, Any]] = []
-
-    def consume() -> None:
-        with httpx.stream(
-            "POST",
-            f"{live.url}/agents/{world.agent_id}/execute",
-            json={"language": "en", "messages": [{"role": "user", "content": "x"}], "stream": True},
-            headers={"Authorization": f"Bearer {world.token}"},
-            timeout=30,
-        ) as resp:
-            for line in resp.iter_lines():
-                if line.startswith("data: "):
-                    events.append(orjson.loads(line[6:]))
-
-    reader = threading.Thread(target=consume)
-    reader.start()
-    deadline = time.monotonic() + 10
-    while len(events) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    stream = BackgroundStream(
+        f"{live.url}/agents/{world.agent_id}/execute",
+        {"language": "en", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        {"Authorization": f"Bearer {world.token}"},
+    )
+    stream.wait_for(2)
+    events = stream.events
     resp = http.post(f"/agent-responses/{events[0]['id']}/cancel")
-    reader.join(10)
+    stream.join()
     assert resp.json()["status"] == "cancelled"
     assert events[-1]["status"] == "cancelled"
 
