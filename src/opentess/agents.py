@@ -12,7 +12,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
 from opentess.errors import InvalidInput, OpentessError, parse_model
-from opentess.questions import RESERVED, Question, coerce, default_of
+from opentess.questions import Question, coerce
 
 
 def _finalize(value: Any) -> Any:
@@ -134,10 +134,3 @@ def _render(source: str, values: dict[str, Any]) -> str:
         return str(_compiled(source).render(values))
     except TemplateError as exc:
         raise TemplateRenderError(f"the agent's instructions could not be rendered: {exc}") from exc
-
-
-def reserved_default(questions: list[Question], name: str) -> Any:
-    for q in questions:
-        if q.name == name and name in RESERVED:
-            return default_of(q)
-    return None

@@ -208,10 +208,3 @@ def validate_fields(questions: list[Question], body: dict[str, Any]) -> tuple[di
         else:
             values[q.name] = coerced
     return values, errors
-
-
-def question(questions: list[Question], name: str) -> Question | None:
-    for q in questions:
-        if q.name == name:
-            return q
-    return None

@@ -82,11 +82,6 @@ def register(kind: str) -> Callable[[type[Provider]], type[Provider]]:
     return decorate
 
 
-def provider_kinds() -> list[str]:
-    _load_builtins()
-    return sorted(_PROVIDERS)
-
-
 def _load_builtins() -> None:
     # imported for their @register side effect, only when a registry is first needed
     from opentess.providers import local, openai  # noqa: F401

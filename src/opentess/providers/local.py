@@ -76,7 +76,6 @@ class LocalProvider(Provider):
         self._loaded: _Loaded | None = None
         self._load_lock = asyncio.Lock()
         self._turn = asyncio.Lock()  # FIFO: one generation at a time
-        self.waiting = 0
 
     async def _model(self) -> _Loaded:
         if self._loaded is None:
@@ -93,12 +92,8 @@ class LocalProvider(Provider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         model = await self._model()
-        self.waiting += 1
         queued = time.perf_counter()
-        try:
-            await self._turn.acquire()
-        finally:
-            self.waiting -= 1
+        await self._turn.acquire()
         metrics.QUEUE_WAIT_SECONDS.labels(self.name).observe(time.perf_counter() - queued)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -52,9 +52,6 @@ class TokenRecord:
             "concurrency_limit": self.concurrency_limit,
         }
 
-    def is_usable(self, now: datetime) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
-
 
 _COLUMNS = (*ApiToken.__table__.c, User.email.label("user_email"), User.default_workspace_id)
 
