@@ -42,8 +42,7 @@ class Sample:
     decode_tps: float  # tokens per second after the first
 
 
-def in_process(text: str, max_tokens: int) -> Sample:
-    loaded = _Loaded(smollm2_path(), ModelConfig(provider="local"))
+def in_process(loaded: _Loaded, text: str, max_tokens: int) -> Sample:
     tokens, stops = loaded.prompt([{"role": "user", "content": text}])
     started = time.perf_counter()
     first = last = 0.0
@@ -173,29 +172,34 @@ def report(args: argparse.Namespace) -> str:
     repeat = args.repeat
     max_tokens = 16 if args.quick else 128
     rows: dict[str, dict[str, Any]] = {}
-    prompts = {"60": prompt(45), "500": prompt(460)}
-    for label, text in prompts.items():
-        rows.setdefault("in-process llama-cpp-python", {})[label] = [
-            in_process(text, max_tokens) for _ in range(repeat)
-        ]
+    # every run gets a prompt of its own, so that no runner answers from its prompt cache
+    prompts = {
+        "60": [f"Run {i}. {prompt(43)}" for i in range(repeat)],
+        "500": [f"Run {i}. {prompt(458)}" for i in range(repeat)],
+    }
+    loaded = _Loaded(smollm2_path(), ModelConfig(provider="local"))
+    in_process(loaded, "Hi", 4)  # warm-up, as for the servers
+    for label, texts in prompts.items():
+        rows.setdefault("in-process llama-cpp-python", {})[label] = [in_process(loaded, t, max_tokens) for t in texts]
+    del loaded
     single_e2e = statistics.median(
         s.tokens / (s.ttft_ms / 1000 + (s.tokens - 1) / s.decode_tps) for s in rows["in-process llama-cpp-python"]["60"]
     )
     with targets.fake_upstream() as (upstream, _), targets.opentess(upstream) as (target, _pid):
         local = target.local_url
         http_stream(local, target.headers, "Hi", 4)  # loads the model: not part of any measurement
-        for label, text in prompts.items():
+        for label, texts in prompts.items():
             rows.setdefault("opentess (HTTP, SSE)", {})[label] = [
-                http_stream(local, target.headers, text, max_tokens) for _ in range(repeat)
+                http_stream(local, target.headers, t, max_tokens) for t in texts
             ]
         aggregate, fifo, complete = asyncio.run(_concurrent(local, target.headers, 4, max_tokens))
     try:
         with llama_server() as server:
             if server is not None:
                 http_stream(server[0], {}, "Hi", 4)  # warm-up, as for opentess
-                for label, text in prompts.items():
+                for label, texts in prompts.items():
                     rows.setdefault("llama-server (HTTP, SSE)", {})[label] = [
-                        http_stream(server[0], {}, text, max_tokens) for _ in range(repeat)
+                        http_stream(server[0], {}, t, max_tokens) for t in texts
                     ]
     except RuntimeError as exc:  # a broken build must not lose the rest of the report
         print(f"llama-server did not start: {exc}", file=sys.stderr)

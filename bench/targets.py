@@ -48,15 +48,17 @@ def free_port() -> int:
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    """Until ``url`` answers something other than 503 (llama-server says 503 while loading)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
         try:
-            httpx.get(url, timeout=2)
-            return
+            if httpx.get(url, timeout=2).status_code != 503:
+                return
         except httpx.TransportError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
 
