@@ -44,6 +44,8 @@ class Authenticator:
         # second, so a revocation reaches every process within one second
         self._tokens: TTLCache[str, TokenRecord | None] = TTLCache(CACHE_TTL_S)
         self._members: TTLCache[tuple[int, int], bool] = TTLCache(CACHE_TTL_S)
+        # unknown secrets too, so that a flood of bad tokens costs no database reads (bounded)
+        self._unknown: TTLCache[str, bool] = TTLCache(CACHE_TTL_S, max_entries=10_000)
         self._touched: dict[int, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -83,15 +85,19 @@ class Authenticator:
         )
 
     def forget_tokens(self) -> None:
-        """Drop cached tokens now (this process revoked or changed one; others follow within 1 s)."""
+        """Drop cached tokens now (this process created, revoked or changed one; others follow
+        within 1 s)."""
         self._tokens.clear()
+        self._unknown.clear()
 
     async def _token(self, secret: str) -> TokenRecord | None:
         key = hash_token(secret)
         token = self._tokens.get(key)
-        if token is None:
+        if token is None and self._unknown.get(key) is None:
             token = await self._store.tokens.by_hash(key)
-            if token is not None:  # unknown secrets are not cached: guessing fills no memory
+            if token is None:
+                self._unknown.put(key, True)
+            else:
                 self._tokens.put(key, token)
         return token
 

@@ -139,7 +139,9 @@ class ExecutionService:
         limit = self.settings.max_messages
         if len(run.messages) > limit:
             raise InvalidInput({"messages": [f"At most {limit} messages are accepted; {len(run.messages)} were sent."]})
-        chars = sum(len(m["content"]) for m in run.messages)
+        chars = 0
+        for m in run.messages:
+            chars += len(m["content"])
         if chars > self.settings.max_input_chars:
             raise PayloadTooLarge(
                 f"The messages hold {chars} characters; the limit is {self.settings.max_input_chars}.",

@@ -31,6 +31,7 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 class Observability:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,15 +64,25 @@ class Observability:
         finally:
             self._record(scope, state, request_id, status, time.perf_counter() - started)
 
-    @staticmethod
-    def _record(scope: Scope, state: dict[str, Any], request_id: str, status: int, duration: float) -> None:
+    def _record(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, duration: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        metrics.REQUESTS.labels(template, scope["method"], str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(template).observe(duration)
+        key = (template, scope["method"], status)
+        children = self._children.get(key)
+        if children is None:  # labels() builds and locks on every call: keep the children
+            children = self._children[key] = (
+                metrics.REQUESTS.labels(template, scope["method"], str(status)),
+                metrics.REQUEST_SECONDS.labels(template),
+                metrics.OVERHEAD_SECONDS.labels(template),
+            )
+        requests, seconds, overhead = children
+        requests.inc()
+        seconds.observe(duration)
         run = state.get("run")
         model_seconds = run.model_seconds if run is not None else 0.0
-        metrics.OVERHEAD_SECONDS.labels(template).observe(max(0.0, duration - model_seconds))
+        overhead.observe(max(0.0, duration - model_seconds))
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "request",
             extra={

@@ -6,7 +6,6 @@ rejection must name its parameter, and the hot path should not build models per 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from opentess.api.errors import json_response, openai_error, render
+from opentess.api.observability import next_request_id
 from opentess.api.sse import EventStreamResponse, unless_disconnected
 from opentess.api.state import AppState, authenticate, read_json_object
 from opentess.errors import BadRequest, OpentessError
@@ -200,7 +200,7 @@ async def handle(agent_id: int, request: Request, state: AppState) -> Response:
     plan = await state.service.prepare(principal, agent, run_input, lenient_model=True)
     run = await state.service.start(principal, plan, "openai")
     request.state.run = run
-    completion_id = "chatcmpl-" + secrets.token_hex(12)
+    completion_id = "chatcmpl-" + next_request_id()[8:]
     created = int(time.time())
     if not stream:
         result = await unless_disconnected(request.receive, run.complete())

@@ -55,6 +55,7 @@ async def create_token(request: Request, principal: PrincipalDep, state: StateDe
     record, secret = await state.store.tokens.create(
         principal.user_id, spec.name, spec.expires_in_days, spec.rpm_limit, spec.concurrency_limit
     )
+    state.auth.forget_tokens()
     return json_response(201, {**record.public(), "token": secret})
 
 
