@@ -44,3 +44,5 @@ def setup_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # migrations say what they apply through `opentess migrate`; at start they would only be noise
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
