@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.backends import POSTGRES_ENV, fresh_postgres_database, postgres_url
+from tests.support.backends import postgres_database_or_skip
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
 from tests.support.world import World, make_settings, seed
@@ -31,10 +31,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    url = postgres_url()
-    if url is None:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
-    with fresh_postgres_database(url) as fresh:
+    with postgres_database_or_skip() as fresh:
         yield fresh
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from opentess.cli import cli
 from opentess.db.engine import head_revision
 
-HEAD = head_revision("sqlite://")
+HEAD = head_revision()
 
 AGENT_YAML = """\
 title: Support bot

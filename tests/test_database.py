@@ -19,7 +19,7 @@ from opentess.settings import Settings
 from opentess.store import Store, close_store
 from tests.support.live import LiveServer
 
-HEAD = head_revision("sqlite://")
+HEAD = head_revision()
 
 
 def test_migrations_match_the_models(tmp_path: Path, database_url: str | None) -> None:

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from opentess.limits import RateLimited, RedisLimiter
-from tests.support.backends import POSTGRES_ENV, REDIS_ENV, fresh_postgres_database, postgres_url, redis_url
+from tests.support.backends import REDIS_ENV, postgres_database_or_skip, redis_url
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.processes import free_port, serve, write_config
 from tests.support.sse import BackgroundStream
@@ -37,10 +37,7 @@ def redis() -> str:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[str]:
-    url = postgres_url()
-    if url is None:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
-    with fresh_postgres_database(url) as fresh:
+    with postgres_database_or_skip() as fresh:
         yield fresh
 
 
@@ -141,10 +138,10 @@ def test_redis_limiter_is_exact_under_concurrency(redis: str) -> None:
     assert asyncio.run(race()) == 7
 
 
-def test_workers_share_the_port_and_the_metrics(pg: str, redis: str, upstream: FakeUpstream, tmp_path: Path) -> None:
+def test_workers_share_the_port_and_the_metrics(redis: str, upstream: FakeUpstream, tmp_path: Path) -> None:
     """`serve --workers 2`: both workers answer on one port, /metrics counts every request
     whichever worker served it, and SIGTERM stops all of them with status 0."""
-    with fresh_postgres_database(postgres_url() or "") as database:
+    with postgres_database_or_skip() as database:
         world = seed(make_settings(tmp_path / "data", upstream.url, database_url=database))
         env = {"OPENTESS_DATABASE_URL": database, "OPENTESS_REDIS_URL": redis}
         port = free_port()

@@ -44,3 +44,15 @@ def fresh_postgres_database(url: str) -> Iterator[str]:
         yield make_url(url).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def postgres_database_or_skip() -> Iterator[str]:
+    """A fresh PostgreSQL database, or the test is reported skipped with the variable it needs."""
+    import pytest
+
+    url = postgres_url()
+    if url is None:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
+    with fresh_postgres_database(url) as fresh:
+        yield fresh

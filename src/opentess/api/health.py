@@ -36,7 +36,7 @@ async def readyz(state: StateDep) -> Response:
         current = await current_revision(state.engine)
     except Exception as exc:  # any driver error means "not ready", reported, never raised
         return json_response(503, {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"})
-    head = head_revision(state.engine.url.render_as_string(hide_password=False))
+    head = head_revision()
     if current != head:
         return json_response(503, {"status": "unavailable", "database": "ok", "migration": current, "expected": head})
     return json_response(200, {"status": "ready", "database": "ok", "migration": current})

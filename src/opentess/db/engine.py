@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+@cache
+def head_revision() -> str | None:
+    """The newest migration shipped with this code (read from disk once per process)."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def _current_revision(conn: Connection) -> str | None:
@@ -83,5 +86,4 @@ async def migrate(engine: AsyncEngine) -> tuple[str | None, str | None]:
 
 
 async def pending_migrations(engine: AsyncEngine) -> bool:
-    url = engine.url.render_as_string(hide_password=False)
-    return await current_revision(engine) != head_revision(url)
+    return await current_revision(engine) != head_revision()
