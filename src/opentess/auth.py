@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from opentess.cache import TTLCache
 from opentess.clock import utcnow
 from opentess.errors import Forbidden, InvalidInput, Unauthenticated
-from opentess.limits import NO_LIMITS, Admission, Limits
+from opentess.limits import Admission, Limits
 from opentess.settings import Settings
 from opentess.store import Store, TokenRecord
 from opentess.store.tokens import hash_token
@@ -30,13 +30,13 @@ class Principal:
     token_id: int
     user_id: int
     workspace_id: int
-    limits: Limits = NO_LIMITS
+    limits: Limits
 
 
 class Authenticator:
     """Resolves the caller and counts the request against their rate limits."""
 
-    def __init__(self, store: Store, settings: Settings | None = None, admission: Admission | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, admission: Admission) -> None:
         self._store = store
         self._admission = admission
         self._defaults = settings
@@ -67,14 +67,11 @@ class Authenticator:
         workspace_id = await self._workspace(token.user_id, token.default_workspace_id, workspace_header)
         self._touch(token.id)
         limits = self._limits(token)
-        if self._admission is not None:
-            await self._admission.check_request(token.id, workspace_id, limits)
+        await self._admission.check_request(token.id, workspace_id, limits)
         return Principal(token.id, token.user_id, workspace_id, limits)
 
     def _limits(self, token: TokenRecord) -> Limits:
         d = self._defaults
-        if d is None:
-            return Limits(token.rpm_limit, token.concurrency_limit)
         return Limits(
             token_rpm=token.rpm_limit if token.rpm_limit is not None else d.rate_limit_rpm,
             token_concurrency=token.concurrency_limit

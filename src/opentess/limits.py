@@ -37,9 +37,6 @@ class Limits:
     workspace_concurrency: int | None = None
 
 
-NO_LIMITS = Limits()
-
-
 class Limiter(Protocol):
     async def hit(self, keys: list[tuple[str, int]]) -> None:
         """Count one request against each (key, per-minute limit); RateLimited if any is full

@@ -61,8 +61,8 @@ class ExecutionService:
         store: Store,
         models: ModelRegistry,
         settings: Settings,
-        instance_id: str | None = None,
-        admission: Admission | None = None,
+        instance_id: str,
+        admission: Admission,
     ) -> None:
         self.instance_id = instance_id
         self.admission = admission
@@ -198,18 +198,15 @@ class ExecutionService:
     async def start(self, principal: Principal, plan: RunPlan, source: str, status: str = "running") -> Run:
         """Take a concurrency slot, store the execution and return the run that will fill it in
         (registered, so that it can be cancelled by id). RateLimited when no slot is free."""
-        held = None
-        if self.admission is not None:
-            held = await self.admission.start_run(principal.token_id, principal.workspace_id, principal.limits)
+        admission = self.admission
+        held = await admission.start_run(principal.token_id, principal.workspace_id, principal.limits)
         try:
             execution_id, created_at = await self._create(principal, plan, source, status)
         except BaseException:
-            if self.admission is not None:
-                await self.admission.end_run(held)
+            await admission.end_run(held)
             raise
         run = Run(self.store, plan, execution_id, created_at, status, timeout_s=self.settings.run_timeout_s)
-        if held is not None and self.admission is not None:
-            admission = self.admission
+        if held is not None:
             run.on_end(lambda _: admission.end_run(held))
         return self.runs.add(run)
 
