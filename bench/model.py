@@ -30,6 +30,12 @@ STORY = "Write a long, detailed story about a lighthouse keeper and a storm."
 LLAMA_SERVER = targets.ROOT / "bench" / ".llama-server" / "llama-server"
 
 
+def messages(text: str) -> list[dict[str, str]]:
+    """What opentess sends the model for ``text`` (the bench agent's instructions as the system
+    message), so that every runner evaluates the same tokens."""
+    return [{"role": "system", "content": targets.LOCAL_INSTRUCTIONS}, {"role": "user", "content": text}]
+
+
 def prompt(words: int) -> str:
     filler = (SENTENCE * (words // 14 + 1)).split()[:words]
     return " ".join(filler) + "\n\n" + STORY
@@ -43,7 +49,7 @@ class Sample:
 
 
 def in_process(loaded: _Loaded, text: str, max_tokens: int) -> Sample:
-    tokens, stops = loaded.prompt([{"role": "user", "content": text}])
+    tokens, stops = loaded.prompt(messages(text))
     started = time.perf_counter()
     first = last = 0.0
     parts = []
@@ -85,9 +91,13 @@ async def _read(resp: aiohttp.ClientResponse) -> _Read:
     return read
 
 
-async def _http_stream(url: str, headers: dict[str, str], text: str, max_tokens: int, model: str) -> Sample:
+async def _http_stream(
+    url: str, headers: dict[str, str], text: str, max_tokens: int, model: str, add_system: bool
+) -> Sample:
+    # opentess adds the agent's instructions itself; llama-server is sent the same system message
+    sent = messages(text) if add_system else [{"role": "user", "content": text}]
     body = orjson.dumps(
-        {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, "stream": True,
+        {"model": model, "messages": sent, "max_tokens": max_tokens, "stream": True,
          "temperature": 0, "seed": 1, "stream_options": {"include_usage": True}}
     )  # fmt: skip
     async with aiohttp.ClientSession() as session:
@@ -98,8 +108,10 @@ async def _http_stream(url: str, headers: dict[str, str], text: str, max_tokens:
     return Sample((r.first - started) * 1000, r.tokens, rate)
 
 
-def http_stream(url: str, headers: dict[str, str], text: str, max_tokens: int, model: str = "smollm2-135m") -> Sample:
-    return asyncio.run(_http_stream(url, headers, text, max_tokens, model))
+def http_stream(
+    url: str, headers: dict[str, str], text: str, max_tokens: int, model: str = "smollm2-135m", add_system: bool = False
+) -> Sample:
+    return asyncio.run(_http_stream(url, headers, text, max_tokens, model, add_system))
 
 
 async def _concurrent(url: str, headers: dict[str, str], n: int, max_tokens: int) -> tuple[float, bool, bool]:
@@ -196,10 +208,10 @@ def report(args: argparse.Namespace) -> str:
     try:
         with llama_server() as server:
             if server is not None:
-                http_stream(server[0], {}, "Hi", 4)  # warm-up, as for opentess
+                http_stream(server[0], {}, "Hi", 4, add_system=True)  # warm-up, as for opentess
                 for label, texts in prompts.items():
                     rows.setdefault("llama-server (HTTP, SSE)", {})[label] = [
-                        http_stream(server[0], {}, t, max_tokens) for t in texts
+                        http_stream(server[0], {}, t, max_tokens, add_system=True) for t in texts
                     ]
     except RuntimeError as exc:  # a broken build must not lose the rest of the report
         print(f"llama-server did not start: {exc}", file=sys.stderr)

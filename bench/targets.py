@@ -32,12 +32,13 @@ questions:
   - {type: select, name: tools, options: [no-tools]}
   - {type: text, name: language, default: English}
 """
-LOCAL_AGENT_YAML = """\
+LOCAL_INSTRUCTIONS = "You are a helpful assistant."
+LOCAL_AGENT_YAML = f"""\
 title: Bench local
 type: chat
-instructions: "You are a helpful assistant."
+instructions: "{LOCAL_INSTRUCTIONS}"
 questions:
-  - {type: select, name: model, options: [smollm2-135m]}
+  - {{type: select, name: model, options: [smollm2-135m]}}
 """
 
 

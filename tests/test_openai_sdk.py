@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 import pytest
 
@@ -142,3 +144,29 @@ def test_max_tokens_and_stop_on_embedded_model(live: LiveServer, world: World) -
     )
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens <= 3
+
+
+@pytest.mark.model
+def test_stop_sequence_cuts_the_embedded_models_answer(live: LiveServer, world: World) -> None:
+    """A stop string taken from the middle of a greedy answer ends the same answer just before
+    it, streamed or not; without a stop nothing held back for one is lost."""
+    sdk = client(live, world.local_agent_id, world.token)
+    ask: dict[str, Any] = {
+        "model": "smollm2-135m",
+        "messages": [{"role": "user", "content": "Write a short story about a cat."}],
+        "max_tokens": 40,
+        "temperature": 0,
+    }
+    full = sdk.chat.completions.create(**ask).choices[0].message.content or ""
+    words = full.split()
+    assert len(words) > 8, full
+    stop = " " + words[len(words) // 2]
+    expected = full[: full.index(stop)]
+    cut = sdk.chat.completions.create(**ask, stop=[stop, "never appears"])
+    assert cut.choices[0].message.content == expected
+    assert cut.choices[0].finish_reason == "stop"
+    streamed = sdk.chat.completions.create(**ask, stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected
+    # a stop that only ever begins to appear holds text back, then releases it at the end
+    partial = sdk.chat.completions.create(**ask, stop=[full[-3:] + "\u2603"])
+    assert partial.choices[0].message.content == full

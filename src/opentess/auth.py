@@ -89,13 +89,12 @@ class Authenticator:
 
     async def _token(self, secret: str) -> TokenRecord | None:
         key = hash_token(secret)
-        token = self._tokens.get(key)
-        if token is None and self._unknown.get(key) is None:
-            token = await self._store.tokens.by_hash(key)
-            if token is None:
-                self._unknown.put(key, True)
-            else:
-                self._tokens.put(key, token)
+        if self._unknown.get(key):
+            return None
+        token = await self._tokens.get_or_load(key, lambda: self._store.tokens.by_hash(key))
+        if token is None:  # kept apart, so that a flood of bad secrets cannot evict good tokens
+            self._tokens.discard(key)
+            self._unknown.put(key, True)
         return token
 
     async def _workspace(self, user_id: int, default: int | None, header: str | None) -> int:
@@ -108,10 +107,9 @@ class Authenticator:
             raise InvalidHeader({"x-workspace-id": ["The x-workspace-id header must be an integer."]})
         workspace_id = int(text)
         if workspace_id != default:
-            member = self._members.get((user_id, workspace_id))
-            if member is None:
-                member = await self._store.users.is_member(user_id, workspace_id)
-                self._members.put((user_id, workspace_id), member)
+            member = await self._members.get_or_load(
+                (user_id, workspace_id), lambda: self._store.users.is_member(user_id, workspace_id)
+            )
             if not member:
                 raise Forbidden("You do not belong to this workspace")
         return workspace_id

@@ -33,6 +33,8 @@ class ModelConfig(BaseModel):
     path: str | None = None
     context_length: int = Field(default=2048, ge=128)
     threads: int | None = Field(default=None, ge=1)
+    # llama-server's default on CPU; turned off by itself where a model cannot use it
+    flash_attention: bool = True
     # credits per million tokens
     input_price: float = Field(default=0.0, ge=0)
     output_price: float = Field(default=0.0, ge=0)

@@ -3,13 +3,22 @@
 One generation at a time per loaded model, in a dedicated thread; waiting requests queue in arrival
 order (asyncio.Lock is FIFO) and a running stream is never cut off for a newer one. The prompt is
 built with the GGUF's own chat template; generation stops at the next token once the consumer
-closes the stream (client gone, run cancelled)."""
+closes the stream (client gone, run cancelled).
+
+Tokens come from ``Llama.generate`` (llama.cpp's decode and sampler chain, the KV cache reused for
+a prompt prefix shared with the previous request) and are turned into text here, in O(1) per
+token, where ``create_completion`` detokenizes the whole answer again at every token (quadratic in
+the length of the answer); usage counts the tokens generated rather than re-tokenizing the text."""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import ctypes
 import importlib.resources
+import logging
 import os
+import random
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +31,7 @@ from opentess.errors import BadRequest, ModelError
 from opentess.providers.base import ChatRequest, Completion, Provider, register
 from opentess.settings import ModelConfig, Settings
 
+log = logging.getLogger("opentess.models")
 _END = object()
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -35,18 +45,30 @@ class _Loaded:
     """A loaded model with its chat formatter (the GGUF's own template)."""
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
+        import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         threads = config.threads or os.cpu_count() or 1
-        # llama-cpp-python defaults to half the cores for generation; a server wants all of them
-        self.llm = Llama(
-            model_path=str(path),
-            n_ctx=config.context_length,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
+        # llama-cpp-python defaults to half the cores for generation and to no flash attention;
+        # a server wants all the cores, and llama-server turns flash attention on where it runs
+        params: dict[str, Any] = {
+            "model_path": str(path),
+            "n_ctx": config.context_length,
+            "n_threads": threads,
+            "n_threads_batch": threads,
+            "verbose": False,
+        }
+        try:
+            self.llm = Llama(**params, flash_attn=config.flash_attention)
+        except ValueError:
+            if not config.flash_attention:
+                raise
+            log.warning("%s: no context with flash attention; loading it without", path.name)
+            self.llm = Llama(**params, flash_attn=False)
+        self._lib = llama_cpp
+        self._vocab = self.llm._model.vocab
+        self._pieces: dict[int, bytes] = {}
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelError(f"{path.name} has no chat template in its metadata")
@@ -65,6 +87,54 @@ class _Loaded:
 
     def count(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render as nothing), cached per token id."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = self._lib.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+                if n >= 0:
+                    break
+                size = -n
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+
+class StopText:
+    """Text released as it is generated, except a tail that could still become a stop sequence;
+    ``feed`` says when one has appeared (the text before it is the last to go out)."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        held = self.held + text
+        if not self.stops:
+            self.held = ""
+            return held, False
+        cut = min((i for i in (held.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.held = ""
+            return held[:cut], True
+        keep = 0  # the longest tail of ``held`` that begins some stop sequence
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(held)), keep, -1):
+                if held.endswith(stop[:n]):
+                    keep = n
+                    break
+        self.held = held[len(held) - keep :]
+        return held[: len(held) - keep], False
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
 
 
 @register("local")
@@ -140,38 +210,49 @@ def _generate(
                 param="messages",
             )
         max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
-        kwargs: dict[str, Any] = {
-            "max_tokens": max_tokens,
-            "stop": template_stops + request.stop,
-            "stream": True,
-            "seed": request.seed,
-        }
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        if request.top_p is not None:
-            kwargs["top_p"] = request.top_p
-        if request.presence_penalty is not None:
-            kwargs["presence_penalty"] = request.presence_penalty
-        if request.frequency_penalty is not None:
-            kwargs["frequency_penalty"] = request.frequency_penalty
-        parts: list[str] = []
-        finish = "stop"
-        chunks: Any = model.llm.create_completion(tokens, **kwargs)
+        llm = model.llm
+        # the defaults of llama-cpp-python's create_completion, which earlier versions called
+        llm.set_seed(request.seed if request.seed is not None else random.getrandbits(32))
+        tokens_out = llm.generate(
+            tokens,
+            temp=0.8 if request.temperature is None else request.temperature,
+            top_p=0.95 if request.top_p is None else request.top_p,
+            top_k=40,
+            min_p=0.05,
+            typical_p=1.0,
+            repeat_penalty=1.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            presence_penalty=request.presence_penalty or 0.0,
+        )
+        text = StopText(template_stops + request.stop)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        generated = 0
+        finish = "length"
+        stopped = False
         try:
-            for chunk in chunks:
+            for token in tokens_out:
                 if cancel.is_set():
                     return
-                choice = chunk["choices"][0]
-                text = choice["text"]
-                if text:
-                    parts.append(text)
-                    put(text)
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
+                if model.is_end(token):
+                    finish = "stop"
+                    break
+                generated += 1
+                delta, stopped = text.feed(decoder.decode(model.piece(token)))
+                if delta:
+                    put(delta)
+                if stopped:
+                    finish = "stop"
+                    break
+                if generated >= max_tokens:
+                    break
         finally:
-            chunks.close()
-        output = "".join(parts)
-        put(Completion(len(tokens), model.count(output), "length" if finish == "length" else "stop"))
+            tokens_out.close()
+        if not stopped:  # the answer ended: a tail held back for a stop sequence is answer after all
+            delta, stopped = text.feed(decoder.decode(b"", final=True))
+            rest = delta + ("" if stopped else text.flush())
+            if rest:
+                put(rest)
+        put(Completion(len(tokens), generated, finish))
     except BaseException as exc:  # handed to the event loop, which raises it in the consumer
         put(exc)
     finally:

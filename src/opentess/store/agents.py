@@ -90,10 +90,7 @@ class AgentStore:
 
     async def get_recent(self, agent_id: int, workspace_id: int) -> AgentRecord:
         """``get`` for the hot path: may be up to one second old."""
-        agent = self._recent.get(agent_id)
-        if agent is None:
-            agent = await self.get(agent_id)
-            self._recent.put(agent_id, agent)
+        agent = await self._recent.get_or_load(agent_id, lambda: self.get(agent_id))
         if agent.workspace_id != workspace_id:
             raise AgentNotFound()
         return agent

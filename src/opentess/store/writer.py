@@ -30,12 +30,15 @@ class ExecutionWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _sqlite_value(key: str, value: Any) -> Any:
-    if key in JSON_COLUMNS:
-        return orjson.dumps(value).decode()
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DateTime format
-    return value
+def _sqlite_params(values: dict[str, Any]) -> list[Any]:
+    """Column values as sqlite3 takes them: JSON text, and datetimes in SQLAlchemy's SQLite format."""
+    params = list(values.values())
+    for i, (key, value) in enumerate(values.items()):
+        if key in JSON_COLUMNS:
+            params[i] = orjson.dumps(value).decode()
+        elif isinstance(value, datetime):
+            params[i] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return params
 
 
 def _pg_value(key: str, value: Any) -> Any:
@@ -92,11 +95,11 @@ class SqliteWriter(_SqlWriter):
         return future
 
     async def insert(self, values: dict[str, Any]) -> int:
-        params = [_sqlite_value(k, v) for k, v in values.items()]
-        return await self._submit(self._insert_sql(tuple(values)), params, True)
+        return await self._submit(self._insert_sql(tuple(values)), _sqlite_params(values), True)
 
     async def update(self, execution_id: int, values: dict[str, Any]) -> int:
-        params = [*(_sqlite_value(k, v) for k, v in values.items()), execution_id]
+        params = _sqlite_params(values)
+        params.append(execution_id)
         return await self._submit(self._update_sql(tuple(values)), params, False)
 
     def _run(self) -> None:
