@@ -4,6 +4,7 @@ database engine, the model providers and the upstream HTTP pools."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -53,6 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.instances.register(instance_id)
             await store.instances.reap(settings.instance_stale_s)
         keeper = asyncio.create_task(_housekeeping(store, instance_id, settings))
+        # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
+        # traversals, which walked it again and again under load, and collect the young
+        # generation less often (measured: 0.25 → 0.19 ms of CPU per call, bench/README.md)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         try:
             yield
         finally:
