@@ -154,3 +154,60 @@ def test_reaper_fails_only_the_runs_of_dead_processes(tmp_path: Path, database_u
             await close_store(store)
 
     assert asyncio.run(scenario()) == {"live": "running", "dead-local": "failed", "silent-remote": "failed"}
+
+
+def _execution_values(n: int) -> dict[str, object]:
+    from opentess.clock import utcnow
+
+    now = utcnow()
+    return {
+        "workspace_id": 1, "agent_id": 1, "user_id": None, "token_id": None, "root_id": None, "source": "openai",
+        "status": "running", "input": f"call {n}", "model": "m", "turns": [], "messages": [], "params": {},
+        "created_at": now, "updated_at": now, "instance_id": None,
+    }  # fmt: skip
+
+
+def test_sqlite_writers_of_two_processes_wait_for_each_other(tmp_path: Path) -> None:
+    """Two workers on one SQLite file: a write transaction held elsewhere is waited for (no
+    'database is locked'), and every write of both lands."""
+    import sqlite3
+    import threading
+    import time
+
+    from opentess.store.writer import SqliteWriter
+
+    settings = Settings(data_dir=tmp_path)
+    engine = make_engine(settings)
+    asyncio.run(migrate(engine))
+    asyncio.run(engine.dispose())
+    path = str(tmp_path / "opentess.db")
+    assert Path(path).exists()
+
+    def worker(offset: int, ids: list[int]) -> None:
+        async def main() -> None:
+            writer = SqliteWriter(path)
+            try:
+                ids.extend(await asyncio.gather(*(writer.insert(_execution_values(offset + i)) for i in range(150))))
+                for execution_id in ids[:50]:
+                    assert await writer.update(execution_id, {"status": "succeeded"}) == 1
+            finally:
+                await writer.aclose()
+
+        asyncio.run(main())
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is in the middle of a write
+    results: list[list[int]] = [[], []]
+    threads = [threading.Thread(target=worker, args=(i * 1000, results[i])) for i in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    assert results == [[], []]  # both wait…
+    other.execute("COMMIT")
+    for t in threads:
+        t.join(30)
+    other.close()
+    assert len(results[0]) == len(results[1]) == 150  # …and then both write everything
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM executions").fetchone() == (300,)
+        assert conn.execute("SELECT count(*) FROM executions WHERE status = 'succeeded'").fetchone() == (100,)

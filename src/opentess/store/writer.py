@@ -12,6 +12,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -106,7 +107,7 @@ class SqliteWriter(_SqlWriter):
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA busy_timeout=30000")  # statements; BEGIN waits in _begin
         try:
             while True:
                 first = self._queue.get()
@@ -146,10 +147,32 @@ class _Op:
     result: int | BaseException = 0
 
 
+LOCK_WAIT_S = 30.0
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for another process's write transaction to end. SQLite's own busy
+    handler sleeps 1, 2, 5, 10… ms between tries; another opentess worker's batch is done in a
+    fraction of a millisecond, so this polls every 0.2 ms (measured with two workers)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0002)
+    finally:  # the statements of the transaction keep SQLite's own wait
+        conn.execute("PRAGMA busy_timeout=30000")
+
+
 def _write_batch(conn: sqlite3.Connection, batch: list[_Op]) -> None:
     """Runs in the writer thread: one transaction for the whole batch, then wake the callers."""
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        _begin(conn)
         for op in batch:
             try:
                 cursor = conn.execute(op.sql, op.params)
