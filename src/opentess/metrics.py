@@ -5,6 +5,7 @@ for all of them."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -48,6 +49,19 @@ QUEUE_WAIT_SECONDS = Histogram(
     "opentess_local_queue_wait_seconds", "Wait for a local model's turn (FIFO queue)", ["model"], buckets=_LATENCY
 )
 UPSTREAM_ERRORS = Counter("opentess_upstream_errors", "Failed upstream calls by model and kind", ["model", "kind"])
+
+
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, kept: labels() validates, builds a key and takes a lock on every
+    call, several times per request. Label values here are bounded (routes, models, statuses)."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
 
 
 def render() -> tuple[bytes, str]:

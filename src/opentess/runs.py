@@ -129,7 +129,7 @@ class Run:
             async for item in stream:
                 if isinstance(item, str):
                     if not self.parts:
-                        metrics.FIRST_TOKEN_SECONDS.labels(self.plan.model).observe(time.perf_counter() - began)
+                        metrics.child(metrics.FIRST_TOKEN_SECONDS, self.plan.model).observe(time.perf_counter() - began)
                     self.parts.append(item)
                     paused = time.perf_counter()
                     yield item
@@ -222,8 +222,8 @@ class Run:
             finish_reason=completion.finish_reason,
         )
         model = self.plan.model
-        metrics.TOKENS.labels(model, "in").inc(completion.prompt_tokens)
-        metrics.TOKENS.labels(model, "out").inc(completion.completion_tokens)
+        metrics.child(metrics.TOKENS, model, "in").inc(completion.prompt_tokens)
+        metrics.child(metrics.TOKENS, model, "out").inc(completion.completion_tokens)
         await self._close_out()
         return RunResult("succeeded", output, completion, credits, updated_at)
 
@@ -240,7 +240,7 @@ class Run:
             await self._close_out()
 
     async def _close_out(self) -> None:
-        metrics.EXECUTION_SECONDS.labels(self.plan.model, self.status).observe(time.perf_counter() - self._began)
+        metrics.child(metrics.EXECUTION_SECONDS, self.plan.model, self.status).observe(time.perf_counter() - self._began)
         if self._timer is not None:
             self._timer.cancel()
         self.ended.set()

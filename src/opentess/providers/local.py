@@ -164,7 +164,7 @@ class LocalProvider(Provider):
         model = await self._model()
         queued = time.perf_counter()
         await self._turn.acquire()
-        metrics.QUEUE_WAIT_SECONDS.labels(self.name).observe(time.perf_counter() - queued)
+        metrics.child(metrics.QUEUE_WAIT_SECONDS, self.name).observe(time.perf_counter() - queued)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()

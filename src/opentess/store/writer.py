@@ -31,14 +31,25 @@ class ExecutionWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _sqlite_params(values: dict[str, Any]) -> list[Any]:
-    """Column values as sqlite3 takes them: JSON text, and datetimes in SQLAlchemy's SQLite format."""
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def _sqlite_params(keys: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
+    """Column values as sqlite3 takes them: JSON text, and datetimes (the ``*_at`` columns) in
+    SQLAlchemy's SQLite format. Which positions need which is worked out once per column set."""
+    layout = _LAYOUTS.get(keys)
+    if layout is None:
+        layout = _LAYOUTS[keys] = (
+            tuple(i for i, k in enumerate(keys) if k in JSON_COLUMNS),
+            tuple(i for i, k in enumerate(keys) if k.endswith("_at")),
+        )
     params = list(values.values())
-    for i, (key, value) in enumerate(values.items()):
-        if key in JSON_COLUMNS:
-            params[i] = orjson.dumps(value).decode()
-        elif isinstance(value, datetime):
-            params[i] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    for i in layout[0]:
+        params[i] = orjson.dumps(params[i]).decode()
+    for i in layout[1]:
+        value = params[i]
+        if isinstance(value, datetime):
+            params[i] = value.isoformat(" ", "microseconds")  # = strftime("%Y-%m-%d %H:%M:%S.%f"), faster
     return params
 
 
@@ -96,12 +107,14 @@ class SqliteWriter(_SqlWriter):
         return future
 
     async def insert(self, values: dict[str, Any]) -> int:
-        return await self._submit(self._insert_sql(tuple(values)), _sqlite_params(values), True)
+        keys = tuple(values)
+        return await self._submit(self._insert_sql(keys), _sqlite_params(keys, values), True)
 
     async def update(self, execution_id: int, values: dict[str, Any]) -> int:
-        params = _sqlite_params(values)
+        keys = tuple(values)
+        params = _sqlite_params(keys, values)
         params.append(execution_id)
-        return await self._submit(self._update_sql(tuple(values)), params, False)
+        return await self._submit(self._update_sql(keys), params, False)
 
     def _run(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
