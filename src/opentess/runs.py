@@ -240,7 +240,8 @@ class Run:
             await self._close_out()
 
     async def _close_out(self) -> None:
-        metrics.child(metrics.EXECUTION_SECONDS, self.plan.model, self.status).observe(time.perf_counter() - self._began)
+        seconds = time.perf_counter() - self._began
+        metrics.child(metrics.EXECUTION_SECONDS, self.plan.model, self.status).observe(seconds)
         if self._timer is not None:
             self._timer.cancel()
         self.ended.set()
