@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,32 +190,38 @@ def report(args: argparse.Namespace) -> str:
         "60": [f"Run {i}. {prompt(43)}" for i in range(repeat)],
         "500": [f"Run {i}. {prompt(458)}" for i in range(repeat)],
     }
+    # The runners take turns, prompt by prompt (each round starting with another runner), so that
+    # the machine's drift over minutes falls on all of them alike rather than on whichever ran last.
+    runners: dict[str, Callable[[str], Sample]] = {}
     loaded = _Loaded(smollm2_path(), ModelConfig(provider="local"))
-    in_process(loaded, "Hi", 4)  # warm-up, as for the servers
-    for label, texts in prompts.items():
-        rows.setdefault("in-process llama-cpp-python", {})[label] = [in_process(loaded, t, max_tokens) for t in texts]
-    del loaded
+    runners["in-process llama-cpp-python"] = lambda text: in_process(loaded, text, max_tokens)
+    with contextlib.ExitStack() as stack:
+        upstream, _ = stack.enter_context(targets.fake_upstream())
+        target, _pid = stack.enter_context(targets.opentess(upstream))
+        local = target.local_url
+        runners["opentess (HTTP, SSE)"] = lambda text: http_stream(local, target.headers, text, max_tokens)
+        try:
+            server = stack.enter_context(llama_server())
+        except RuntimeError as exc:  # a broken build must not lose the rest of the report
+            print(f"llama-server did not start: {exc}", file=sys.stderr)
+            server = None
+        if server is not None:
+            url = server[0]
+            runners["llama-server (HTTP, SSE)"] = lambda text: http_stream(url, {}, text, max_tokens, add_system=True)
+        # warm-up (opentess loads its model on first use): not part of any measurement
+        in_process(loaded, "Hi", 4)
+        http_stream(local, target.headers, "Hi", 4)
+        if server is not None:
+            http_stream(server[0], {}, "Hi", 4, add_system=True)
+        names = list(runners)
+        for label, texts in prompts.items():
+            for i, text in enumerate(texts):
+                for name in names[i % len(names) :] + names[: i % len(names)]:
+                    rows.setdefault(name, {}).setdefault(label, []).append(runners[name](text))
+        aggregate, fifo, complete = asyncio.run(_concurrent(local, target.headers, 4, max_tokens))
     single_e2e = statistics.median(
         s.tokens / (s.ttft_ms / 1000 + (s.tokens - 1) / s.decode_tps) for s in rows["in-process llama-cpp-python"]["60"]
     )
-    with targets.fake_upstream() as (upstream, _), targets.opentess(upstream) as (target, _pid):
-        local = target.local_url
-        http_stream(local, target.headers, "Hi", 4)  # loads the model: not part of any measurement
-        for label, texts in prompts.items():
-            rows.setdefault("opentess (HTTP, SSE)", {})[label] = [
-                http_stream(local, target.headers, t, max_tokens) for t in texts
-            ]
-        aggregate, fifo, complete = asyncio.run(_concurrent(local, target.headers, 4, max_tokens))
-    try:
-        with llama_server() as server:
-            if server is not None:
-                http_stream(server[0], {}, "Hi", 4, add_system=True)  # warm-up, as for opentess
-                for label, texts in prompts.items():
-                    rows.setdefault("llama-server (HTTP, SSE)", {})[label] = [
-                        http_stream(server[0], {}, t, max_tokens, add_system=True) for t in texts
-                    ]
-    except RuntimeError as exc:  # a broken build must not lose the rest of the report
-        print(f"llama-server did not start: {exc}", file=sys.stderr)
     lines = [
         f"### Embedded model (SmolLM2-135M Q4_1, {os.cpu_count()} threads, greedy, up to {max_tokens} tokens)",
         "",

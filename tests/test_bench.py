@@ -3,10 +3,13 @@ target answered and the report has its rows — never how fast anything was."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +38,16 @@ def test_bench_quick_run(tmp_path: Path) -> None:
     assert cells[4] == "not installed"  # LiteLLM left out on purpose
     assert float(cells[3].replace(",", "")) > 0  # opentess served streams
     assert "Failed requests during the run" not in report
+
+
+@pytest.mark.model
+def test_bench_model_quick_run() -> None:
+    """The embedded-model comparison runs end to end (one tiny round, without llama-server unless
+    it was built): every runner has its row, the concurrency check reports its findings."""
+    from bench import model
+
+    report = model.report(argparse.Namespace(repeat=1, quick=True, with_llama_server=False))
+    assert "| in-process llama-cpp-python |" in report
+    assert "| opentess (HTTP, SSE) |" in report
+    assert "first tokens in arrival order: yes" in report
+    assert "every stream complete: yes" in report
