@@ -185,10 +185,13 @@ def report(args: argparse.Namespace) -> str:
     repeat = args.repeat
     max_tokens = 16 if args.quick else 128
     rows: dict[str, dict[str, Any]] = {}
-    # every run gets a prompt of its own, so that no runner answers from its prompt cache
+    # Every run gets a prompt of its own, so that no runner answers from a cached prompt: the long
+    # prompts are numbered after the short ones, or "Run 0. The quick brown fox…" would be a
+    # 60-token prefix already evaluated, which llama-server (its slots keep earlier prompts) reuses
+    # and llama-cpp-python (only the previous prompt) does not.
     prompts = {
         "60": [f"Run {i}. {prompt(43)}" for i in range(repeat)],
-        "500": [f"Run {i}. {prompt(458)}" for i in range(repeat)],
+        "500": [f"Run {repeat + i}. {prompt(458)}" for i in range(repeat)],
     }
     # The runners take turns, prompt by prompt (each round starting with another runner), so that
     # the machine's drift over minutes falls on all of them alike rather than on whichever ran last.
