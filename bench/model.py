@@ -62,7 +62,8 @@ def in_process(loaded: _Loaded, text: str, max_tokens: int) -> Sample:
             first = first or now
             last = now
             parts.append(piece)
-    n = loaded.count("".join(parts))
+    text_out = "".join(parts)
+    n = len(loaded.llm.tokenize(text_out.encode(), add_bos=False, special=False)) if text_out else 0
     return Sample((first - started) * 1000, n, (n - 1) / (last - first) if last > first else float("nan"))
 
 

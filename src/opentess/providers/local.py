@@ -85,9 +85,6 @@ class _Loaded:
         tokens = self.llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
         return tokens, list(formatted.stop or [])
 
-    def count(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
-
     def is_end(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
