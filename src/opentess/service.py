@@ -107,7 +107,7 @@ class ExecutionService:
         else:
             turns = run.messages
             messages = ([{"role": "system", "content": rendered}] if rendered.strip() else []) + history + turns
-            input_text = _last_user_text(turns)
+            input_text = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
         request = ChatRequest(
             messages=messages,
             temperature=temperature,
@@ -226,10 +226,3 @@ class ExecutionService:
             status=status,
             instance_id=self.instance_id,
         )
-
-
-def _last_user_text(turns: list[dict[str, str]]) -> str:
-    for message in reversed(turns):
-        if message["role"] == "user":
-            return message["content"]
-    return ""

@@ -31,7 +31,6 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 class Observability:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,15 +66,9 @@ class Observability:
     def _record(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, duration: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        key = (template, scope["method"], status)
-        children = self._children.get(key)
-        if children is None:  # labels() builds and locks on every call: keep the children
-            children = self._children[key] = (
-                metrics.REQUESTS.labels(template, scope["method"], str(status)),
-                metrics.REQUEST_SECONDS.labels(template),
-                metrics.OVERHEAD_SECONDS.labels(template),
-            )
-        requests, seconds, overhead = children
+        requests = metrics.child(metrics.REQUESTS, template, scope["method"], str(status))
+        seconds = metrics.child(metrics.REQUEST_SECONDS, template)
+        overhead = metrics.child(metrics.OVERHEAD_SECONDS, template)
         requests.inc()
         seconds.observe(duration)
         run = state.get("run")
