@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 
 from bench import targets
-from opentess.providers.local import _Loaded, smollm2_path
+from opentess.providers.local import _Loaded, repack_weights, smollm2_path
 from opentess.settings import ModelConfig
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank. "
@@ -148,6 +148,8 @@ def llama_server() -> Iterator[tuple[str, int] | None]:
     port = targets.free_port()
     args = [str(LLAMA_SERVER), "-m", str(smollm2_path()), "-t", str(os.cpu_count()), "--port", str(port),
             "-c", "2048", "--host", "127.0.0.1"]  # fmt: skip
+    if not repack_weights(ModelConfig(provider="local")):
+        args.append("--no-repack")  # as opentess and the in-process runner load it
     with targets.process(args, f"http://127.0.0.1:{port}/health") as proc:
         yield f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid
 

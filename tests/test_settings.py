@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from opentess.settings import BUILTIN_MODEL, load_settings
+from opentess.settings import BUILTIN_MODEL, ModelConfig, load_settings
 
 TOML = """
 port = 9001
@@ -70,3 +70,16 @@ def test_invalid_config_is_a_clear_error(tmp_path: Path, text: str, message: str
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not found"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_weight_repacking_defaults_off_only_on_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's AMX kernels crash at the first decode (ggml-org/llama.cpp#20824): on a CPU with
+    AMX the local provider loads without extra weight buffers unless the model's table says so."""
+    from opentess.providers import local
+
+    monkeypatch.setattr(local, "cpu_has_amx", lambda: True)
+    assert local.repack_weights(ModelConfig(provider="local")) is False
+    assert local.repack_weights(ModelConfig(provider="local", weight_repacking=True)) is True
+    monkeypatch.setattr(local, "cpu_has_amx", lambda: False)
+    assert local.repack_weights(ModelConfig(provider="local")) is True
+    assert local.repack_weights(ModelConfig(provider="local", weight_repacking=False)) is False

@@ -35,6 +35,9 @@ class ModelConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     # llama-server's default on CPU; turned off by itself where a model cannot use it
     flash_attention: bool = True
+    # llama.cpp's extra weight buffers (repacking, AMX); None: on, except on CPUs with AMX, where
+    # llama.cpp's AMX matrix kernels crash (ggml-org/llama.cpp#20824)
+    weight_repacking: bool | None = None
     # credits per million tokens
     input_price: float = Field(default=0.0, ge=0)
     output_price: float = Field(default=0.0, ge=0)

@@ -46,7 +46,6 @@ class _Loaded:
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
         import llama_cpp
-        from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         threads = config.threads or os.cpu_count() or 1
@@ -59,13 +58,14 @@ class _Loaded:
             "n_threads_batch": threads,
             "verbose": False,
         }
+        repack = repack_weights(config)
         try:
-            self.llm = Llama(**params, flash_attn=config.flash_attention)
+            self.llm = _new_llama(repack, **params, flash_attn=config.flash_attention)
         except ValueError:
             if not config.flash_attention:
                 raise
             log.warning("%s: no context with flash attention; loading it without", path.name)
-            self.llm = Llama(**params, flash_attn=False)
+            self.llm = _new_llama(repack, **params, flash_attn=False)
         self._lib = llama_cpp
         self._vocab = self.llm._model.vocab
         self._pieces: dict[int, bytes] = {}
@@ -101,6 +101,55 @@ class _Loaded:
                 size = -n
             piece = self._pieces[token] = buf.raw[:n]
         return piece
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU reports Intel AMX (Linux; elsewhere: no)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_int8" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def repack_weights(config: ModelConfig) -> bool:
+    """Whether llama.cpp may move weights into its extra buffer types (repacked layouts, AMX).
+    On CPUs with AMX it would, and its AMX matrix kernels crash there at the first decode
+    (ggml-org/llama.cpp#20824, seen on this project's 2-core Sapphire Rapids class machines);
+    ``weight_repacking`` in the model's table decides otherwise."""
+    if config.weight_repacking is not None:
+        return config.weight_repacking
+    return not cpu_has_amx()
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+def _new_llama(repack: bool, **params: Any) -> Any:
+    """``Llama(**params)``, with llama.cpp's ``use_extra_bufts`` as ``repack`` says (llama-server's
+    ``--no-repack``): llama-cpp-python's constructor does not take it, so the default model
+    parameters it starts from are wrapped while it runs."""
+    import llama_cpp.llama_cpp as lib
+    from llama_cpp import Llama
+
+    if repack:
+        return Llama(**params)
+    with _PARAMS_LOCK:
+        default = lib.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            model_params = default()
+            model_params.use_extra_bufts = False
+            return model_params
+
+        lib.llama_model_default_params = without_extra_buffers
+        try:
+            return Llama(**params)
+        finally:
+            lib.llama_model_default_params = default
 
 
 class StopText:
