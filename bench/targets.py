@@ -65,16 +65,25 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> N
 
 @contextmanager
 def process(args: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_http(ready_url, proc)
-        yield proc
-    finally:
-        proc.terminate()
+    """Runs a server for the benchmark. Its stderr goes to a file (a pipe nobody reads would stall
+    a server that logs errors once the pipe is full), whose end is shown if the server fails."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            wait_http(ready_url, proc)
+            yield proc
+        except BaseException:
+            log.seek(0)
+            tail = log.read()[-4000:].decode("utf-8", "replace")
+            if tail.strip():
+                print(f"--- stderr of {Path(args[0]).name} {' '.join(args[1:3])}:\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @contextmanager
