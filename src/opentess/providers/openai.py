@@ -1,18 +1,18 @@
 """Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server, OpenRouter…).
 
-One pooled aiohttp session per base URL. Upstream failures become UpstreamError (502) or
-UpstreamTimeout (504) with a message naming the model and the cause; raw tracebacks never leave."""
+Requests go through opentess.providers.http (kept-alive connections pooled per origin). Upstream
+failures become UpstreamError (502) or UpstreamTimeout (504) with a message naming the model and the
+cause; raw tracebacks never leave."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from opentess.errors import UpstreamError, UpstreamTimeout
+from opentess.providers import http
 from opentess.providers.base import (
     ChatRequest,
     Completion,
@@ -23,34 +23,10 @@ from opentess.providers.base import (
 )
 from opentess.settings import ModelConfig, Settings
 
-_SESSIONS: dict[tuple[int, str], aiohttp.ClientSession] = {}
-
-
-def _session_for(base_url: str, settings: Settings) -> aiohttp.ClientSession:
-    """The shared session of one upstream within the running event loop."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), base_url)
-    session = _SESSIONS.get(key)
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.upstream_connect_timeout_s,
-                sock_read=settings.upstream_read_timeout_s,
-            ),
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-        )
-        _SESSIONS[key] = session
-    return session
-
 
 async def close_sessions() -> None:
-    loop_id = id(asyncio.get_running_loop())
-    for key in [k for k in _SESSIONS if k[0] == loop_id]:
-        await _SESSIONS.pop(key).close()
+    """Drops the pooled upstream connections of the running event loop."""
+    http.close_origins()
 
 
 @register("openai")
@@ -59,12 +35,12 @@ class OpenAIProvider(Provider):
         super().__init__(name, config, settings)
         assert config.base_url is not None  # checked by ModelConfig
         self._base = config.base_url.rstrip("/")
-        self._url = self._base + "/chat/completions"
         self._upstream_model = config.upstream_model or name
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         key = config.resolved_api_key()
         if key:
-            self._headers["Authorization"] = f"Bearer {key}"
+            headers["Authorization"] = f"Bearer {key}"
+        self._head = http.request_head(self._base + "/chat/completions", headers)
 
     def _body(self, request: ChatRequest, stream: bool) -> bytes:
         body: dict[str, Any] = {"model": self._upstream_model, "messages": request.messages, "stream": stream}
@@ -78,13 +54,14 @@ class OpenAIProvider(Provider):
             body["stop"] = request.stop
         return orjson.dumps(body)
 
-    async def _post(self, request: ChatRequest, stream: bool) -> aiohttp.ClientResponse:
-        session = _session_for(self._base, self.settings)
+    async def _post(self, request: ChatRequest, stream: bool) -> http.Response:
+        settings = self.settings
+        origin = http.origin_for(self._base, settings.upstream_connect_timeout_s, settings.upstream_read_timeout_s)
         try:
-            resp = await session.post(self._url, data=self._body(request, stream), headers=self._headers)
+            resp = await origin.post(self._head, self._body(request, stream))
         except TimeoutError as exc:
             raise UpstreamTimeout(f"model {self.name}: the upstream did not answer in time") from exc
-        except aiohttp.ClientError as exc:
+        except (OSError, ValueError) as exc:
             raise UpstreamError(f"model {self.name}: cannot reach the upstream at {self._base}: {exc}") from exc
         if resp.status >= 400:
             try:
@@ -95,10 +72,10 @@ class OpenAIProvider(Provider):
         return resp
 
     @staticmethod
-    async def _error_detail(resp: aiohttp.ClientResponse) -> str:
+    async def _error_detail(resp: http.Response) -> str:
         try:
-            raw = await resp.content.read(4096)
-        except (aiohttp.ClientError, TimeoutError):
+            raw = await resp.read(4096)
+        except OSError:
             return resp.reason or "no detail"
         try:
             data = orjson.loads(raw)
@@ -153,7 +130,7 @@ class OpenAIProvider(Provider):
                             finish = choice["finish_reason"]
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"model {self.name}: the upstream stopped sending for too long") from exc
-            except aiohttp.ClientError as exc:
+            except OSError as exc:
                 raise UpstreamError(f"model {self.name}: the upstream connection failed: {exc}") from exc
             if not done and finish is None:
                 raise UpstreamError(f"model {self.name}: the upstream closed the stream before finishing")
@@ -169,12 +146,12 @@ class OpenAIProvider(Provider):
         finally:
             resp.close()
 
-    async def _read_json(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    async def _read_json(self, resp: http.Response) -> dict[str, Any]:
         try:
             raw = await resp.read()
         except TimeoutError as exc:
             raise UpstreamTimeout(f"model {self.name}: the upstream did not answer in time") from exc
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise UpstreamError(f"model {self.name}: the upstream connection failed: {exc}") from exc
         try:
             data = orjson.loads(raw)
@@ -210,19 +187,32 @@ def _completion(usage: Any, finish: str | None, request: ChatRequest, text: str)
     return Completion(prompt, completion, "length" if finish == "length" else "stop")
 
 
-async def _sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The ``data`` payloads of a server-sent event stream (multi-line data joined by newlines)."""
+async def _sse_data(resp: http.Response) -> AsyncIterator[bytes]:
+    """The ``data`` payloads of a server-sent event stream (multi-line data joined by newlines).
+    Lines end with LF, CRLF or CR; a line split across reads is held until its end arrives."""
     data: list[bytes] = []
-    async for raw in resp.content:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield b"\n".join(data)
-                data = []
-            continue
-        if line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-        # comments (":"), "event:", "id:" and "retry:" lines carry nothing we use
+    rest = b""
+    async for chunk in resp.iter_chunks():
+        if rest:
+            chunk = rest + chunk
+        held = b""
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):  # perhaps the first half of a CRLF
+                chunk, held = chunk[:-1], b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        rest = lines.pop() + held
+        for line in lines:
+            if not line:
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            # comments (":"), "event:", "id:" and "retry:" lines carry nothing we use
+    if rest.startswith(b"data:"):
+        value = rest[5:]
+        data.append(value[1:] if value.startswith(b" ") else value)
     if data:
         yield b"\n".join(data)
