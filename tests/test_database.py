@@ -211,3 +211,48 @@ def test_sqlite_writers_of_two_processes_wait_for_each_other(tmp_path: Path) -> 
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM executions").fetchone() == (300,)
         assert conn.execute("SELECT count(*) FROM executions WHERE status = 'succeeded'").fetchone() == (100,)
+
+
+def test_concurrent_execution_writes_land_each_with_its_own_outcome(tmp_path: Path, database_url: str | None) -> None:
+    """On every backend: many creates and finishes at once (batched on PostgreSQL, group-committed
+    on SQLite) each get their own row id and row count; a row the database refuses fails only its
+    own caller, and the rest of its batch is written."""
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+
+    async def scenario() -> None:
+        engine = make_engine(settings)
+        store = Store(engine)
+        try:
+            await migrate(engine)
+            user, ws = await store.users.create(f"writes-{tmp_path.name}@example.com")
+            from opentess.bootstrap import demo_agent_spec
+
+            agent = await store.agents.create(demo_agent_spec(), ws.id)
+
+            async def create(n: int) -> int:
+                model = None if n == 57 else "m"  # NOT NULL: refused by the database
+                execution_id, _ = await store.executions.create(
+                    workspace_id=ws.id, agent_id=agent.id, user_id=user.id, token_id=None, root_id=None,
+                    source="openai", input=f"call {n}", model=model, turns=[], messages=[{"n": n}], params={},
+                )  # type: ignore[arg-type]  # fmt: skip
+                return execution_id
+
+            results = await asyncio.gather(*(create(n) for n in range(200)), return_exceptions=True)
+            assert isinstance(results[57], Exception)
+            ids = [r for i, r in enumerate(results) if i != 57]
+            assert all(isinstance(i, int) for i in ids) and len(set(ids)) == 199
+            await asyncio.gather(
+                *(store.executions.finish(i, status="succeeded", output=f"out {i}") for i in ids)  # type: ignore[arg-type]
+            )
+            for n, execution_id in ((0, ids[0]), (199, ids[-1])):
+                stored = await store.executions.get(execution_id)  # type: ignore[arg-type]
+                assert (stored.input, stored.status, stored.output) == (f"call {n}", "succeeded", f"out {execution_id}")
+            async with engine.connect() as conn:
+                statuses = (await conn.execute(select(Execution.status))).scalars().all()
+            assert sorted(statuses) == ["succeeded"] * 199
+            if store.executions._writer is not None:
+                assert await store.executions._writer.update(10**12, {"status": "failed"}) == 0
+        finally:
+            await close_store(store)
+
+    asyncio.run(scenario())

@@ -13,6 +13,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -220,12 +221,24 @@ def _resolve(ops: list[_Op]) -> None:
             op.future.set_result(op.result)
 
 
+MAX_FLUSHES = 2
+"""Batches a PostgreSQL writer keeps in flight at once: while one waits for the server, the next
+one collects what arrives meanwhile."""
+
+
 class PostgresWriter(_SqlWriter):
+    """Writes from concurrent calls go out together: each batch is one pipelined ``fetchmany``
+    per statement shape (parse once, bind/execute per row, one sync: one round trip and one
+    commit for the whole batch, as the SQLite writer's group commit). ``fetchmany`` is atomic, so
+    a batch that fails is written again row by row, and each caller gets its own row's outcome."""
+
     def __init__(self, dsn: str, pool_size: int) -> None:
         super().__init__()
         self._dsn = dsn
         self._pool_size = pool_size
         self._pool: Any = None
+        self._pending: dict[str, list[_PgOp]] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def _placeholder(self, position: int) -> str:
         return f"${position}"
@@ -241,21 +254,84 @@ class PostgresWriter(_SqlWriter):
                     )
         return self._pool
 
+    def _submit(self, sql: str, params: tuple[Any, ...], row_id: int | None) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(sql, []).append(_PgOp(future, params, row_id))
+        if len(self._flushes) < MAX_FLUSHES:
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        return future
+
     async def insert(self, values: dict[str, Any]) -> int:
-        pool = await self._get_pool()
-        params = [_pg_value(k, v) for k, v in values.items()]
-        return int(await pool.fetchval(self._insert_sql(tuple(values)) + " RETURNING id", *params))
+        sql = self._insert_sql(tuple(values)) + " RETURNING id"
+        return await self._submit(sql, tuple([_pg_value(k, v) for k, v in values.items()]), None)
 
     async def update(self, execution_id: int, values: dict[str, Any]) -> int:
-        pool = await self._get_pool()
-        params = [*(_pg_value(k, v) for k, v in values.items()), execution_id]
-        status = await pool.execute(self._update_sql(tuple(values)), *params)
-        return int(str(status).rsplit(" ", 1)[-1])
+        sql = self._update_sql(tuple(values)) + " RETURNING id"
+        params = tuple([*(_pg_value(k, v) for k, v in values.items()), execution_id])
+        return await self._submit(sql, params, execution_id)
+
+    async def _flush(self) -> None:
+        """Writes whatever is pending, batch after batch, until nothing is."""
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            try:
+                pool = await self._get_pool()
+                async with pool.acquire() as conn:
+                    for sql, ops in batch.items():
+                        await _write_ops(conn, sql, ops)
+            except BaseException as exc:  # no connection: every caller of the batch hears of it
+                for ops in batch.values():
+                    for op in ops:
+                        if not op.future.done():
+                            op.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
 
     async def aclose(self) -> None:
+        while self._flushes:  # the writes already accepted go out first
+            await asyncio.gather(*self._flushes, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+@dataclass(slots=True)
+class _PgOp:
+    future: asyncio.Future[int]
+    params: tuple[Any, ...]
+    row_id: int | None  # an update's row; None for an insert
+
+
+async def _write_ops(conn: Any, sql: str, ops: list[_PgOp]) -> None:
+    """One statement shape for many rows: pipelined and atomic, or row by row if that fails."""
+    import asyncpg
+
+    try:
+        rows = await conn.fetchmany(sql, [op.params for op in ops])
+    except asyncpg.PostgresError:
+        for op in ops:  # find the row at fault; the others are written
+            try:
+                _settle(op, await conn.fetch(sql, *op.params))
+            except asyncpg.PostgresError as exc:
+                if not op.future.done():
+                    op.future.set_exception(exc)
+        return
+    if ops[0].row_id is None:  # inserts: one id each, in order
+        for op, row in zip(ops, rows, strict=True):
+            if not op.future.done():
+                op.future.set_result(int(row[0]))
+    else:
+        updated = Counter(int(row[0]) for row in rows)
+        for op in ops:
+            if not op.future.done():
+                op.future.set_result(updated[op.row_id or 0])
+
+
+def _settle(op: _PgOp, rows: list[Any]) -> None:
+    if not op.future.done():
+        op.future.set_result(int(rows[0][0]) if op.row_id is None else len(rows))
 
 
 async def _keep_session(connection: Any) -> None:
