@@ -343,3 +343,43 @@ def test_sse_events_split_at_every_byte(newline: bytes) -> None:
         assert asyncio.run(payloads([stream[:cut], stream[cut:]])) == expected, cut
     assert asyncio.run(payloads([bytes([b]) for b in stream])) == expected
     assert asyncio.run(payloads([b"data: last, no blank line"])) == [b"last, no blank line"]
+
+
+def test_idle_connections_are_dropped_not_reused(monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
+    """Connections idle past IDLE_S are closed (all of them, not only the one a request would
+    take) and a new one is opened: servers drop idle keep-alive connections on their own."""
+    monkeypatch.setattr(http, "IDLE_S", 0.1)
+    closed = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal closed
+        try:
+            while True:
+                await server.read_request(reader)
+                await asyncio.sleep(0.02)
+                writer.write(answer(b"ok", "Content-Length: 2"))
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            closed += 1
+
+    server = Server(handler)
+
+    async def one(up: http.Origin) -> None:
+        resp = await up.post(HEAD, b"{}")
+        assert await resp.read() == b"ok"
+        resp.close()
+
+    async def main() -> None:
+        async with server:
+            up = origin(server)
+            await asyncio.gather(one(up), one(up), one(up))
+            assert server.connections == 3
+            await one(up)
+            assert server.connections == 3  # reused while fresh
+            await asyncio.sleep(0.3)
+            await one(up)
+            assert server.connections == 4
+            await asyncio.sleep(0.1)
+            assert closed == 3
+
+    run(main)

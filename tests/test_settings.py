@@ -54,6 +54,7 @@ def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Mo
     ("text", "message"),
     [
         ('[models.x]\nprovider = "openai"\n', "base_url"),
+        ('[models.x]\nprovider = "openai"\nbase_url = "localhost:8000/v1"\n', "http:// or https://"),
         ('[models.x]\nprovider = "magic"\n', "provider"),
         ("port = [", "not valid TOML"),
         ('default_model = "nope"\n', "default_model"),

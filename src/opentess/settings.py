@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -44,8 +45,12 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> ModelConfig:
-        if self.provider == "openai" and not self.base_url:
-            raise ValueError("an 'openai' model needs base_url")
+        if self.provider == "openai":
+            if not self.base_url:
+                raise ValueError("an 'openai' model needs base_url")
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"base_url must be an http:// or https:// URL with a host, not {self.base_url!r}")
         return self
 
     def resolved_api_key(self) -> str | None:
