@@ -26,7 +26,10 @@ class Target:
     local_url: str = ""  # opentess: an agent of the same server on the embedded SmolLM2
 
     def body(self, stream: bool) -> bytes:
-        payload = {"model": self.model, "messages": [{"role": "user", "content": "Hello, how are you today?"}]}
+        payload: dict[str, object] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Hello, how are you today?"}],
+        }
         if stream:
             payload["stream"] = True
         return json.dumps(payload).encode()
@@ -75,7 +78,7 @@ def wrk(target: Target, connections: int, duration_s: float) -> WrkResult:
     count = int(errors.group(1)) if errors else 0
     if socket_errors:
         count += sum(int(g) for g in socket_errors.groups())
-    return WrkResult(rps, _ms(lat.group(1), lat.group(2)) if lat else float("nan"), count)  # type: ignore[union-attr]
+    return WrkResult(rps, _ms(lat.group(1), lat.group(2)) if lat else float("nan"), count)
 
 
 async def _one_stream(session: aiohttp.ClientSession, target: Target, body: bytes) -> bool:

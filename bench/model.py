@@ -179,7 +179,7 @@ def build_llama_server() -> None:
 
 
 def _median(samples: list[Sample], attr: str) -> float:
-    return statistics.median(getattr(s, attr) for s in samples)
+    return float(statistics.median(float(getattr(s, attr)) for s in samples))
 
 
 def report(args: argparse.Namespace) -> str:

@@ -8,6 +8,7 @@ fake upstream, and print medians and ratios.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -101,10 +102,10 @@ def run_http(args: argparse.Namespace) -> str:
             plan: list[tuple[str, Callable[[], Any] | None]] = [
                 ("direct", None),
                 ("relay", lambda: targets.relay(upstream)),
-                ("opentess", lambda w=workers: targets.opentess(upstream, w, args.database_url)),
+                ("opentess", functools.partial(targets.opentess, upstream, workers, args.database_url)),
             ]
             if targets.litellm_installed() and not args.without_litellm:
-                plan.append(("litellm", lambda w=workers: targets.litellm(upstream, w)))
+                plan.append(("litellm", functools.partial(targets.litellm, upstream, workers)))
             for name, factory in plan:
                 if workers > 1 and name in ("direct", "relay"):
                     continue  # the baselines are single-process by nature; measured once below
