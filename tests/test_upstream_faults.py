@@ -118,6 +118,41 @@ def test_openai_sdk_raises_on_a_late_error(live: Any, world: World, upstream: Fa
         list(stream)
 
 
+def test_a_failed_insert_cancels_the_model_call_sent_early(
+    http: httpx.Client, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-streaming call sends the model its request while the execution is being stored; when
+    storing fails, that call is cancelled (nothing would ever read its answer) and the caller gets
+    the storage error at once."""
+    import asyncio
+    import threading
+
+    from opentess.providers.openai import OpenAIProvider
+    from opentess.store.executions import ExecutionStore
+
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def slow_model(self: Any, request: Any) -> Any:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.1)
+        raise RuntimeError("the database is gone")
+
+    monkeypatch.setattr(OpenAIProvider, "complete", slow_model)
+    monkeypatch.setattr(ExecutionStore, "create", refuse)
+    resp = post(http, world)
+    assert resp.status_code == 500 and resp.json()["error"]["type"] == "server_error"
+    assert started.is_set() and cancelled.wait(2)
+    monkeypatch.undo()
+    assert post(http, world).status_code == 200
+
+
 def test_server_keeps_serving_after_faults(http: httpx.Client, world: World) -> None:
     resp = post(http, world)
     assert resp.status_code == 200

@@ -84,10 +84,17 @@ class Run:
         self.ended = asyncio.Event()
         self.model_seconds = 0.0  # time spent waiting on the model, for the overhead metric
         self._began = time.perf_counter()
+        self._early: asyncio.Future[tuple[str, Completion]] | None = None
+        self._early_began = 0.0
 
     @property
     def output(self) -> str:
         return "".join(self.parts)
+
+    def complete_with(self, early: asyncio.Future[tuple[str, Completion]], began: float) -> None:
+        """The model call :meth:`complete` awaits, already sent (at ``began``) while the
+        execution was being stored."""
+        self._early, self._early_began = early, began
 
     def on_end(self, callback: Callable[[Run], Awaitable[None] | None]) -> None:
         """Call ``callback`` once the run has stored its end (release a lease, forget the run)."""
@@ -163,12 +170,16 @@ class Run:
 
     async def complete(self) -> RunResult:
         """Run to the end without streaming (providers may use a cheaper non-streaming call)."""
+        early, self._early = self._early, None
         self._started()
         if self._stopped_on_purpose():
+            if early is not None:
+                early.cancel()
             raise await self._stopped()
-        began = time.perf_counter()
+        began = self._early_began if early is not None else time.perf_counter()
         try:
-            text, completion = await self.plan.provider.complete(self.plan.request)
+            # awaiting the early call's task here also cancels it when this run is cancelled
+            text, completion = await (early if early is not None else self.plan.provider.complete(self.plan.request))
             self.model_seconds = time.perf_counter() - began
         except asyncio.CancelledError:
             if not self._stopped_on_purpose():

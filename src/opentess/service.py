@@ -7,6 +7,8 @@ Routes differ only in how they parse input and encode output."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -195,17 +197,33 @@ class ExecutionService:
             errors["tools"] = [f"The selected tools is invalid. Valid options: {', '.join(options)}."]
         return asked
 
-    async def start(self, principal: Principal, plan: RunPlan, source: str, status: str = "running") -> Run:
+    async def start(
+        self, principal: Principal, plan: RunPlan, source: str, status: str = "running", *, complete_early: bool = False
+    ) -> Run:
         """Take a concurrency slot, store the execution and return the run that will fill it in
-        (registered, so that it can be cancelled by id). RateLimited when no slot is free."""
+        (registered, so that it can be cancelled by id). RateLimited when no slot is free.
+
+        ``complete_early`` (a run that ``complete()`` will finish) sends the model its request
+        once the slot is taken, while the execution is being stored: the two waits overlap instead
+        of adding up (on PostgreSQL a durable insert is ~0.5 ms). If storing fails, the model call
+        is cancelled and the caller gets the storage error, as without it."""
         admission = self.admission
         held = await admission.start_run(principal.token_id, principal.workspace_id, principal.limits)
+        early = None
+        began = time.perf_counter()
+        if complete_early:
+            early = asyncio.ensure_future(plan.provider.complete(plan.request))
         try:
             execution_id, created_at = await self._create(principal, plan, source, status)
         except BaseException:
+            if early is not None:
+                early.cancel()
+                early.add_done_callback(_retrieve)  # its own failure, if any, is not this one's
             await admission.end_run(held)
             raise
         run = Run(self.store, plan, execution_id, created_at, status, timeout_s=self.settings.run_timeout_s)
+        if early is not None:
+            run.complete_with(early, began)
         if held is not None:
             run.on_end(lambda _: admission.end_run(held))
         return self.runs.add(run)
@@ -226,3 +244,9 @@ class ExecutionService:
             status=status,
             instance_id=self.instance_id,
         )
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Marks a discarded task's outcome as seen, so that asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()

@@ -198,7 +198,7 @@ async def handle(agent_id: int, request: Request, state: AppState) -> Response:
         )
     run_input, stream, include_usage = parse_request(body)
     plan = await state.service.prepare(principal, agent, run_input, lenient_model=True)
-    run = await state.service.start(principal, plan, "openai")
+    run = await state.service.start(principal, plan, "openai", complete_early=not stream)
     request.state.run = run
     completion_id = "chatcmpl-" + next_request_id()[8:]
     created = int(time.time())
