@@ -78,12 +78,12 @@ class Origin:
         connection, as long as not one byte of an answer came back."""
         message = b"%s%d\r\n\r\n%s" % (head, len(body), body)
         now = time.monotonic()
-        idle = self._idle
-        while idle and now - idle[0][0] > IDLE_S:  # the longest idle, left over from a busier time
+        idle = self._idle  # in release order: stale ones on the left, dropped; fresh ones taken from the right
+        while idle and now - idle[0][0] > IDLE_S:
             idle.popleft()[1].abort()
-        while self._idle:
-            since, conn = self._idle.pop()
-            if conn.closed or now - since > IDLE_S or conn.transport is None or conn.transport.is_closing():
+        while idle:
+            conn = idle.pop()[1]
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
                 conn.abort()
                 continue
             try:

@@ -61,7 +61,7 @@ class OpenAIProvider(Provider):
             resp = await origin.post(self._head, self._body(request, stream))
         except TimeoutError as exc:
             raise UpstreamTimeout(f"model {self.name}: the upstream did not answer in time") from exc
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise UpstreamError(f"model {self.name}: cannot reach the upstream at {self._base}: {exc}") from exc
         if resp.status >= 400:
             try:
@@ -208,11 +208,15 @@ async def _sse_data(resp: http.Response) -> AsyncIterator[bytes]:
                     yield b"\n".join(data)
                     data = []
             elif line.startswith(b"data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(b" ") else value)
+                data.append(_data_value(line))
             # comments (":"), "event:", "id:" and "retry:" lines carry nothing we use
-    if rest.startswith(b"data:"):
-        value = rest[5:]
-        data.append(value[1:] if value.startswith(b" ") else value)
+    if rest.startswith(b"data:"):  # a last line without its end
+        data.append(_data_value(rest))
     if data:
         yield b"\n".join(data)
+
+
+def _data_value(line: bytes) -> bytes:
+    """The value of a ``data:`` line, without the one space that may follow the colon."""
+    value = line[5:]
+    return value[1:] if value.startswith(b" ") else value
