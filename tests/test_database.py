@@ -257,3 +257,46 @@ def test_concurrent_execution_writes_land_each_with_its_own_outcome(tmp_path: Pa
             await close_store(store)
 
     asyncio.run(scenario())
+
+
+def test_a_write_submitted_as_the_postgres_flushes_end_is_still_written() -> None:
+    """A write that arrives after every flush of the PostgreSQL writer has found nothing more to
+    write, but before asyncio has run their done-callbacks, must start a flush of its own. (It
+    once waited for the next write instead: with every client waiting on its own write there was
+    none, and the server hung.) A connection that answers without suspending makes the order exact."""
+    from opentess.store.writer import PostgresWriter
+
+    class Conn:
+        async def fetchmany(self, sql: str, rows: list[tuple[object, ...]]) -> list[tuple[int]]:
+            return [(n,) for n in range(1, len(rows) + 1)]
+
+    class Acquired:
+        async def __aenter__(self) -> Conn:
+            return Conn()
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    class Pool:
+        def acquire(self) -> Acquired:
+            return Acquired()
+
+        async def close(self) -> None:
+            return None
+
+    async def scenario() -> list[int]:
+        writer = PostgresWriter("postgresql://unused", 1)
+        writer._pool = Pool()
+
+        async def late() -> int:
+            await asyncio.sleep(0)  # runs after both flushes have begun and ended
+            return await writer.insert({"status": "running"})
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(writer.insert({"status": "running"}), writer.insert({"status": "running"}), late()), 5
+            )
+        finally:
+            await writer.aclose()
+
+    assert asyncio.run(scenario()) == [1, 2, 1]

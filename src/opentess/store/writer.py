@@ -239,6 +239,7 @@ class PostgresWriter(_SqlWriter):
         self._pool: Any = None
         self._pending: dict[str, list[_PgOp]] = {}
         self._flushes: set[asyncio.Task[None]] = set()
+        self._flushing = 0  # flushes still looping (a task stays in _flushes until its done-callback runs)
 
     def _placeholder(self, position: int) -> str:
         return f"${position}"
@@ -257,7 +258,8 @@ class PostgresWriter(_SqlWriter):
     def _submit(self, sql: str, params: tuple[Any, ...], row_id: int | None) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(sql, []).append(_PgOp(future, params, row_id))
-        if len(self._flushes) < MAX_FLUSHES:
+        if self._flushing < MAX_FLUSHES:
+            self._flushing += 1
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
@@ -273,21 +275,27 @@ class PostgresWriter(_SqlWriter):
         return await self._submit(sql, params, execution_id)
 
     async def _flush(self) -> None:
-        """Writes whatever is pending, batch after batch, until nothing is."""
-        while self._pending:
-            batch, self._pending = self._pending, {}
-            try:
-                pool = await self._get_pool()
-                async with pool.acquire() as conn:
-                    for sql, ops in batch.items():
-                        await _write_ops(conn, sql, ops)
-            except BaseException as exc:  # no connection: every caller of the batch hears of it
-                for ops in batch.values():
-                    for op in ops:
-                        if not op.future.done():
-                            op.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+        """Writes whatever is pending, batch after batch, until nothing is. It stops counting
+        itself in the same step as it last finds nothing pending, so a write submitted after
+        that step starts a flush of its own (counting the tasks instead, whose done-callbacks run
+        later, left such a write waiting for the next one)."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                try:
+                    pool = await self._get_pool()
+                    async with pool.acquire() as conn:
+                        for sql, ops in batch.items():
+                            await _write_ops(conn, sql, ops)
+                except BaseException as exc:  # no connection: every caller of the batch hears of it
+                    for ops in batch.values():
+                        for op in ops:
+                            if not op.future.done():
+                                op.future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._flushing -= 1
 
     async def aclose(self) -> None:
         while self._flushes:  # the writes already accepted go out first
