@@ -137,20 +137,24 @@ def streams(target: Target, clients: int, duration_s: float) -> StreamResult:
 async def _sequential(target: Target, count: int, stream: bool) -> int:
     body = target.body(stream)
     failures = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
+    timeout = aiohttp.ClientTimeout(total=30)  # a hung server is a failure to report, not a 5-minute wait
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8), timeout=timeout) as session:
         sem = asyncio.Semaphore(8)
 
         async def one() -> None:
             nonlocal failures
-            async with (
-                sem,
-                session.post(
-                    target.url, data=body, headers={"Content-Type": "application/json", **target.headers}
-                ) as r,
-            ):
-                await r.read()
-                if r.status != 200:
-                    failures += 1
+            try:
+                async with (
+                    sem,
+                    session.post(
+                        target.url, data=body, headers={"Content-Type": "application/json", **target.headers}
+                    ) as r,
+                ):
+                    await r.read()
+                    if r.status != 200:
+                        failures += 1
+            except (aiohttp.ClientError, TimeoutError):
+                failures += 1
 
         await asyncio.gather(*(one() for _ in range(count)))
     return failures

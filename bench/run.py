@@ -116,7 +116,8 @@ def run_http(args: argparse.Namespace) -> str:
                 else:
                     with ExitStack() as stack:
                         target, _pid = stack.enter_context(factory())
-                        load.requests(target, 200)  # warm up pools and caches
+                        if failed := load.requests(target, 200):  # warm up pools and caches
+                            raise RuntimeError(f"{name}: {failed} of 200 warm-up requests failed")
                         measure(target, args.duration, args.repeat, column, with_wrk)
                 print(f"  measured {name} ({workers} worker(s))", file=sys.stderr)
                 columns.append(column)
