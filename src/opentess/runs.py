@@ -174,7 +174,7 @@ class Run:
         self._started()
         if self._stopped_on_purpose():
             if early is not None:
-                early.cancel()
+                abandon(early)
             raise await self._stopped()
         began = self._early_began if early is not None else time.perf_counter()
         try:
@@ -304,6 +304,18 @@ class RunRegistry:
         self.cancel_all(SHUTDOWN)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def abandon(task: asyncio.Future[Any]) -> None:
+    """Cancels a task nobody will await, its outcome marked as seen (a failure it already had is
+    not the caller's, and asyncio would log it as never retrieved)."""
+    task.cancel()
+    task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _count_upstream_error(model: str, exc: Exception) -> None:

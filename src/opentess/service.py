@@ -19,7 +19,7 @@ from opentess.errors import InvalidInput, PayloadTooLarge
 from opentess.limits import Admission
 from opentess.providers import ChatRequest, ModelRegistry, Provider
 from opentess.questions import as_number, default_of, match_option, validate_fields
-from opentess.runs import Run, RunRegistry
+from opentess.runs import Run, RunRegistry, abandon
 from opentess.settings import ModelConfig, Settings
 from opentess.store import AgentRecord, Store
 
@@ -217,8 +217,7 @@ class ExecutionService:
             execution_id, created_at = await self._create(principal, plan, source, status)
         except BaseException:
             if early is not None:
-                early.cancel()
-                early.add_done_callback(_retrieve)  # its own failure, if any, is not this one's
+                abandon(early)
             await admission.end_run(held)
             raise
         run = Run(self.store, plan, execution_id, created_at, status, timeout_s=self.settings.run_timeout_s)
@@ -244,9 +243,3 @@ class ExecutionService:
             status=status,
             instance_id=self.instance_id,
         )
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Marks a discarded task's outcome as seen, so that asyncio does not log it."""
-    if not task.cancelled():
-        task.exception()
