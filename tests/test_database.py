@@ -156,14 +156,14 @@ def test_reaper_fails_only_the_runs_of_dead_processes(tmp_path: Path, database_u
     assert asyncio.run(scenario()) == {"live": "running", "dead-local": "failed", "silent-remote": "failed"}
 
 
-def _execution_values(n: int) -> dict[str, object]:
+def _execution_values(n: int, workspace_id: int = 1, agent_id: int = 1) -> dict[str, object]:
     from opentess.clock import utcnow
 
     now = utcnow()
     return {
-        "workspace_id": 1, "agent_id": 1, "user_id": None, "token_id": None, "root_id": None, "source": "openai",
-        "status": "running", "input": f"call {n}", "model": "m", "turns": [], "messages": [], "params": {},
-        "created_at": now, "updated_at": now, "instance_id": None,
+        "workspace_id": workspace_id, "agent_id": agent_id, "user_id": None, "token_id": None, "root_id": None,
+        "source": "openai", "status": "running", "input": f"call {n}", "model": "m", "turns": [], "messages": [],
+        "params": {}, "created_at": now, "updated_at": now, "instance_id": None,
     }  # fmt: skip
 
 
@@ -177,9 +177,20 @@ def test_sqlite_writers_of_two_processes_wait_for_each_other(tmp_path: Path) -> 
     from opentess.store.writer import SqliteWriter
 
     settings = Settings(data_dir=tmp_path)
-    engine = make_engine(settings)
-    asyncio.run(migrate(engine))
-    asyncio.run(engine.dispose())
+
+    async def prepare() -> tuple[int, int]:
+        engine = make_engine(settings)
+        store = Store(engine)
+        try:
+            await migrate(engine)
+            _, ws = await store.users.create("writers@example.com")
+            from opentess.bootstrap import demo_agent_spec
+
+            return ws.id, (await store.agents.create(demo_agent_spec(), ws.id)).id
+        finally:
+            await close_store(store)
+
+    workspace_id, agent_id = asyncio.run(prepare())
     path = str(tmp_path / "opentess.db")
     assert Path(path).exists()
 
@@ -187,7 +198,8 @@ def test_sqlite_writers_of_two_processes_wait_for_each_other(tmp_path: Path) -> 
         async def main() -> None:
             writer = SqliteWriter(path)
             try:
-                ids.extend(await asyncio.gather(*(writer.insert(_execution_values(offset + i)) for i in range(150))))
+                rows = (_execution_values(offset + i, workspace_id, agent_id) for i in range(150))
+                ids.extend(await asyncio.gather(*(writer.insert(row) for row in rows)))
                 for execution_id in ids[:50]:
                     assert await writer.update(execution_id, {"status": "succeeded"}) == 1
             finally:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from opentess.agents import AgentSpec, render_instructions, validate_spec
+from opentess.agents import AgentSpec, validate_spec
 from opentess.errors import InvalidInput
 from opentess.questions import Question, validate_fields
+from opentess.sandbox import TemplateSandbox
 
 
 def q(**kw: Any) -> Question:
@@ -83,18 +85,6 @@ def test_reserved_questions_are_not_custom_fields() -> None:
     assert validate_fields(questions, {}) == ({}, {})
 
 
-def test_template_renders_fields_and_joins_lists() -> None:
-    text = render_instructions("Langs: {{ langs }}; n={{ n }}", {"langs": ["en", "fr"], "n": 3})
-    assert text == "Langs: en, fr; n=3"
-
-
-def test_template_is_sandboxed() -> None:
-    from opentess.agents import TemplateRenderError
-
-    with pytest.raises(TemplateRenderError):
-        render_instructions("{{ x.__class__.__mro__[1].__subclasses__() }}", {"x": ""})
-
-
 def test_spec_validation_names_every_problem() -> None:
     spec = AgentSpec(
         title="t",
@@ -102,7 +92,7 @@ def test_spec_validation_names_every_problem() -> None:
         questions=[q(type="select", name="model", options=["nope"])],
     )
     with pytest.raises(InvalidInput) as info:
-        validate_spec(spec, ["smollm2-135m"])
+        _validate(spec)
     assert "instructions" in info.value.errors and "questions.0" in info.value.errors
 
     spec = AgentSpec(
@@ -116,8 +106,16 @@ def test_spec_validation_names_every_problem() -> None:
         ],
     )
     with pytest.raises(InvalidInput) as info:
-        validate_spec(spec, ["smollm2-135m"])
+        _validate(spec)
     errors = info.value.errors
     assert "duplicate" in errors["questions.1"][0]
     assert "invalid default" in errors["questions.2"][0]
     assert "0..2" in errors["questions.3"][0]
+
+
+def _validate(spec: AgentSpec) -> None:
+    async def go() -> None:
+        async with TemplateSandbox() as sandbox:
+            await validate_spec(spec, ["smollm2-135m"], sandbox)
+
+    asyncio.run(go())

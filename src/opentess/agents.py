@@ -1,28 +1,21 @@
-"""Agent definitions: the saved spec, its validation, and rendering its instructions template."""
+"""Agent definitions: the saved spec and its validation. Instructions templates are parsed,
+checked and rendered only in the sandbox's child processes (opentess.sandbox)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined, TemplateError, meta
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
-from opentess.errors import InvalidInput, OpentessError, parse_model
-from opentess.questions import Question, coerce
+from opentess.errors import InvalidInput, parse_model
+from opentess.questions import RESERVED, Question, coerce
+from opentess.sandbox import TemplateProblem, TemplateSandbox
 
-
-def _finalize(value: Any) -> Any:
-    # a multiselect answer renders as "a, b" rather than Python's list repr
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return value
-
-
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True)
+# reserved names the instructions may use: their values are known when the instructions render
+TEMPLATE_STEERING = ("model", "tools", "temperature")
+DEFAULT_MAX_INSTRUCTIONS_CHARS = 100_000
 
 
 class AgentSpec(BaseModel):
@@ -32,13 +25,13 @@ class AgentSpec(BaseModel):
 
     title: str = Field(min_length=1, max_length=200)
     type: Literal["chat", "text"] = "chat"
-    description: str = ""
-    long_description: str = ""
+    description: str = Field(default="", max_length=10_000)
+    long_description: str = Field(default="", max_length=100_000)
     visibility: Literal["private", "workspace", "public"] = "private"
     slug: str | None = Field(default=None, max_length=220)
     active: bool = True
     instructions: str = ""
-    questions: list[Question] = Field(default_factory=list)
+    questions: list[Question] = Field(default_factory=list, max_length=200)
 
 
 def slugify(title: str) -> str:
@@ -50,9 +43,17 @@ def parse_spec(data: Any) -> AgentSpec:
     return parse_model(AgentSpec, data)
 
 
-def validate_spec(spec: AgentSpec, model_names: Iterable[str]) -> None:
-    """Check what pydantic cannot: names unique, options present, defaults valid, the template's
-    variables all declared, every ``model`` option a configured model."""
+async def validate_spec(
+    spec: AgentSpec,
+    model_names: Iterable[str],
+    sandbox: TemplateSandbox,
+    max_instructions_chars: int = DEFAULT_MAX_INSTRUCTIONS_CHARS,
+) -> None:
+    """Check what pydantic cannot: names unique, options present, defaults valid, every
+    ``model`` option a configured model, and the instructions: not too long, valid Jinja, every
+    variable a question (or a steering value), no include/import, and a trial render with sample
+    values within the sandbox's limits (a template that explodes on constants fails here, not
+    at every call)."""
     errors: dict[str, list[str]] = {}
     models = set(model_names)
     seen: set[str] = set()
@@ -84,53 +85,71 @@ def validate_spec(spec: AgentSpec, model_names: Iterable[str]) -> None:
                     t = -1.0
                 if not 0 <= t <= 2:
                     errors.setdefault(key, []).append(f"temperature option {opt!r} is not a number in 0..2")
-    try:
-        variables = meta.find_undeclared_variables(_ENV.parse(spec.instructions))
-    except TemplateError as exc:
-        errors.setdefault("instructions", []).append(f"template syntax error: {exc}")
-    else:
-        undeclared = sorted(v for v in variables if v not in seen)
-        if undeclared:
-            errors.setdefault("instructions", []).append(
-                f"the template uses {', '.join(undeclared)}, which {'is' if len(undeclared) == 1 else 'are'} "
-                "not a question of this agent"
-            )
+    problems = await _check_instructions(spec, seen, sandbox, max_instructions_chars)
+    if problems:
+        errors.setdefault("instructions", []).extend(problems)
     if errors:
         raise InvalidInput(errors)
 
 
-class TemplateRenderError(OpentessError):
-    status = 500
-    error = "Template error"
-
-
-@lru_cache(maxsize=512)
-def _compiled(source: str) -> Any:
-    return _ENV.from_string(source)
-
-
-def render_instructions(source: str, values: dict[str, Any]) -> str:
-    """Render an agent's instructions with the validated field values."""
-    if "{" not in source:
-        return source
-    if sum(len(v) if isinstance(v, str) else 8 for v in values.values()) > 1024:
-        return _render(source, values)  # long inputs would make the cache a memory sink
+async def _check_instructions(spec: AgentSpec, names: set[str], sandbox: TemplateSandbox, max_chars: int) -> list[str]:
+    if len(spec.instructions) > max_chars:
+        return [f"the instructions hold {len(spec.instructions)} characters; at most {max_chars} are allowed"]
+    if "{" not in spec.instructions:
+        return []
     try:
-        key = (source, *sorted(values.items()))
-        hash(key)
-    except TypeError:  # a list value (multiselect, array): render every time
-        return _render(source, values)
-    return _render_cached(key, source)
-
-
-@lru_cache(maxsize=4096)
-def _render_cached(key: tuple[Any, ...], source: str) -> str:
-    # most calls of an agent render the same defaults: render once per distinct set of values
-    return _render(source, dict(key[1:]))
-
-
-def _render(source: str, values: dict[str, Any]) -> str:
+        check = await sandbox.check(spec.instructions)
+    except TemplateProblem as exc:
+        return [exc.detail]
+    problems = []
+    if check.forbidden:
+        problems.append(f"the template may not use {', '.join(check.forbidden)}: agents have no other templates")
+    steering = set(TEMPLATE_STEERING)
+    reserved = sorted(v for v in check.variables if v in RESERVED and v not in steering)
+    if reserved:
+        problems.append(
+            f"the template uses {', '.join(reserved)}: reserved name(s) with no value when the instructions render"
+        )
+    undeclared = sorted(v for v in check.variables if v not in names and v not in RESERVED)
+    if undeclared:
+        problems.append(
+            f"the template uses {', '.join(undeclared)}, which {'is' if len(undeclared) == 1 else 'are'} "
+            "not a question of this agent"
+        )
+    if problems:
+        return problems
     try:
-        return str(_compiled(source).render(values))
-    except TemplateError as exc:
-        raise TemplateRenderError(f"the agent's instructions could not be rendered: {exc}") from exc
+        await sandbox.render(spec.instructions, sample_values(spec))
+    except TemplateProblem as exc:
+        return [f"rendering with sample values failed: {exc.detail}"]
+    return []
+
+
+def sample_values(spec: AgentSpec) -> dict[str, Any]:
+    """Values every question could take (its default, else a plausible one), for a trial render."""
+    values: dict[str, Any] = {}
+    for q in spec.questions:
+        if q.default is not None:
+            value, problem = coerce(q, q.default)
+            if problem is None:
+                values[q.name] = value
+                continue
+        values[q.name] = _sample(q)
+    values.setdefault("model", "")
+    values.setdefault("tools", "no-tools")
+    values.setdefault("temperature", None)
+    return values
+
+
+def _sample(q: Question) -> Any:
+    if q.type == "select":
+        return q.options[0] if q.options else ""
+    if q.type == "multiselect":
+        return q.options[:1] if q.options else []
+    if q.type == "number":
+        return q.min if q.min is not None else 1
+    if q.type == "boolean":
+        return True
+    if q.type in ("array", "file"):
+        return []
+    return "sample"

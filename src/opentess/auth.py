@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from opentess.cache import TTLCache
 from opentess.clock import utcnow
@@ -31,6 +32,7 @@ class Principal:
     user_id: int
     workspace_id: int
     limits: Limits
+    expires_at: datetime | None = None
 
 
 class Authenticator:
@@ -68,7 +70,7 @@ class Authenticator:
         self._touch(token.id)
         limits = self._limits(token)
         await self._admission.check_request(token.id, workspace_id, limits)
-        return Principal(token.id, token.user_id, workspace_id, limits)
+        return Principal(token.id, token.user_id, workspace_id, limits, token.expires_at)
 
     def _limits(self, token: TokenRecord) -> Limits:
         d = self._defaults

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from opentess.agents import AgentSpec, validate_spec
 from opentess.errors import BadRequest
 from opentess.questions import Question
+from opentess.sandbox import TemplateSandbox
 from opentess.settings import BUILTIN_MODEL, Settings
 from opentess.store import Store
 
@@ -48,7 +49,8 @@ async def first_start(store: Store, settings: Settings) -> FirstStart | None:
     except BadRequest:  # another process starting at the same moment seeded it
         return None
     spec = demo_agent_spec()
-    validate_spec(spec, settings.models)
+    async with TemplateSandbox(settings.sandbox_limits()) as sandbox:
+        await validate_spec(spec, settings.models, sandbox, settings.max_instructions_chars)
     agent = await store.agents.create(spec, workspace.id)
     _, secret = await store.tokens.create(user.id, name="first-start")
     return FirstStart(user.email, workspace.id, agent.id, secret)

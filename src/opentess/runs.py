@@ -20,6 +20,7 @@ from opentess import metrics
 from opentess.errors import OpentessError, UpstreamError, UpstreamTimeout
 from opentess.providers import Completion
 from opentess.store import Store
+from opentess.store.executions import STORAGE_ERRORS
 
 if TYPE_CHECKING:
     from opentess.service import RunPlan
@@ -115,10 +116,15 @@ class Run:
         return True
 
     async def mark_running(self) -> None:
-        """starting → running, for runs that wait in the background before they start."""
+        """starting → running, for runs that wait in the background before they start. The
+        stored status is only informative until the end is stored: a failure here is logged and
+        the run goes on."""
         if self.status == "starting":
             self.status = "running"
-            await self.store.executions.set_status(self.id, "running")
+            try:
+                await self.store.executions.set_status(self.id, "running")
+            except STORAGE_ERRORS as exc:
+                log.warning("could not mark execution %s running: %s", self.id, exc)
 
     async def events(self) -> AsyncIterator[str | RunResult]:
         """Text deltas, then the RunResult once the execution is stored as finished.
@@ -223,30 +229,34 @@ class Run:
         output = self.output
         credits = self.plan.model_config.credits(completion.prompt_tokens, completion.completion_tokens)
         self.status = "succeeded"
-        updated_at = await self.store.executions.finish(
-            self.id,
-            status="succeeded",
-            output=output,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            credits=credits,
-            finish_reason=completion.finish_reason,
-        )
+        try:
+            # shielded: a client that leaves now does not stop the end from being stored
+            updated_at = await asyncio.shield(
+                self.store.executions.finish(
+                    self.id,
+                    status="succeeded",
+                    output=output,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    credits=credits,
+                    finish_reason=completion.finish_reason,
+                )
+            )
+        finally:
+            await self._close_out()
         model = self.plan.model
         metrics.child(metrics.TOKENS, model, "in").inc(completion.prompt_tokens)
         metrics.child(metrics.TOKENS, model, "out").inc(completion.completion_tokens)
-        await self._close_out()
         return RunResult("succeeded", output, completion, credits, updated_at)
 
     async def _end(self, status: str, *, error: str) -> None:
-        """Store a failed/cancelled end; a storage failure here is logged, never masks the cause."""
+        """Store a failed/cancelled end (the store retries, and keeps an end it cannot write
+        for its housekeeping to write later), then release what the run holds."""
         if self.status not in ("starting", "running"):
             return
         self.status = status
         try:
             await asyncio.shield(self.store.executions.finish(self.id, status=status, output=self.output, error=error))
-        except Exception:
-            log.exception("could not store the end of execution %s (%s)", self.id, status)
         finally:
             await self._close_out()
 
@@ -287,6 +297,9 @@ class RunRegistry:
 
     def get(self, execution_id: int) -> Run | None:
         return self._runs.get(execution_id)
+
+    def ids(self) -> set[int]:
+        return set(self._runs)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``work`` independently of the request that started it (kept referenced here)."""

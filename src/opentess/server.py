@@ -24,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from opentess.connections import guarded_protocol, raise_open_files_limit
 from opentess.runs import SHUTDOWN
 from opentess.settings import Settings
 
@@ -72,13 +73,15 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+def uvicorn_config(app: Any, settings: Settings, loop: str = "uvloop") -> uvicorn.Config:
+    """The server as deployed: uvicorn with opentess's connection limits (opentess.connections)."""
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
-        http="httptools",
+        loop=loop,
+        http=guarded_protocol(settings.connection_limits()),
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
         log_level=settings.log_level,
         log_config=None,  # opentess.logs configures logging
         access_log=False,  # one structured line per request comes from our middleware
@@ -89,6 +92,13 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 def run_single(settings: Settings, sock: socket.socket | None = None) -> None:
     from opentess.api.app import create_app
 
+    open_files = raise_open_files_limit(settings.max_connections + 256)
+    if open_files < settings.max_connections + 64:
+        log.warning(
+            "this process may open %d files; max_connections (%d) cannot be reached",
+            open_files,
+            settings.max_connections,
+        )
     server = GracefulServer(uvicorn_config(create_app(settings), settings), settings.shutdown_grace_s)
     server.run(sockets=[sock] if sock is not None else None)
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from opentess.agents import render_instructions
 from opentess.auth import Principal
 from opentess.errors import InvalidInput, PayloadTooLarge
 from opentess.limits import Admission
 from opentess.providers import ChatRequest, ModelRegistry, Provider
 from opentess.questions import as_number, default_of, match_option, validate_fields
 from opentess.runs import Run, RunRegistry, abandon
+from opentess.sandbox import TemplateSandbox
 from opentess.settings import ModelConfig, Settings
 from opentess.store import AgentRecord, Store
 
@@ -65,7 +65,9 @@ class ExecutionService:
         settings: Settings,
         instance_id: str,
         admission: Admission,
+        sandbox: TemplateSandbox,
     ) -> None:
+        self.sandbox = sandbox
         self.instance_id = instance_id
         self.admission = admission
         self.store = store
@@ -97,7 +99,9 @@ class ExecutionService:
         if errors:
             raise InvalidInput(errors)
 
-        rendered = render_instructions(agent.instructions, {**values, "model": model, "tools": tools})
+        rendered = await self.sandbox.render(
+            agent.instructions, {**values, "model": model, "tools": tools, "temperature": temperature}
+        )
         root_id = None
         history: list[dict[str, str]] = []
         if run.root_id is not None:

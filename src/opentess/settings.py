@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from opentess.connections import ConnectionLimits
+from opentess.sandbox import SandboxLimits
+
 BUILTIN_MODEL = "smollm2-135m"
 
 
@@ -98,6 +101,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".opentess")
     database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)
+    db_busy_timeout_s: float = Field(default=30.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
@@ -110,9 +114,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_messages: int = Field(default=1000, ge=1)
     max_input_chars: int = Field(default=1_000_000, ge=1)
+    max_instructions_chars: int = Field(default=100_000, ge=1)
+    template_time_limit_s: float = Field(default=1.0, gt=0, le=60)
+    template_memory_mb: int = Field(default=256, ge=32)
+    template_max_output_chars: int = Field(default=200_000, ge=1)
+    template_workers: int = Field(default=2, ge=1, le=64)
+    template_cache_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=20.0, gt=0)
+    body_min_rate: int = Field(default=500, ge=1)
+    keepalive_timeout_s: float = Field(default=5.0, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_connections: int = Field(default=4096, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
-    log_bodies: bool = False
     redis_url: str | None = None
     redis_prefix: str = "opentess:"
     rate_limit_rpm: int | None = Field(default=None, ge=1)
@@ -143,6 +158,24 @@ class Settings(BaseSettings):
         if self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not a configured model")
         return self
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            body_min_rate=self.body_min_rate,
+            max_header_bytes=self.max_header_bytes,
+            max_connections=self.max_connections,
+        )
+
+    def sandbox_limits(self) -> SandboxLimits:
+        return SandboxLimits(
+            time_s=self.template_time_limit_s,
+            memory_mb=self.template_memory_mb,
+            max_output_chars=self.template_max_output_chars,
+            workers=self.template_workers,
+            cache_bytes=self.template_cache_bytes,
+        )
 
     @property
     def resolved_database_url(self) -> str:

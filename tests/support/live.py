@@ -10,6 +10,7 @@ import time
 import uvicorn
 
 from opentess.api.app import create_app
+from opentess.server import uvicorn_config
 from opentess.settings import Settings
 
 
@@ -21,9 +22,9 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(settings), loop="asyncio", http="httptools", log_level="warning", lifespan="on"
-        )
+        # the server as deployed (opentess.server), on asyncio's loop so that the tests' own
+        # asyncio.run calls keep the default loop policy
+        config = uvicorn_config(create_app(settings), settings, loop="asyncio")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 

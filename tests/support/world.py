@@ -10,6 +10,7 @@ from opentess.agents import AgentSpec, validate_spec
 from opentess.bootstrap import demo_agent_spec
 from opentess.db.engine import make_engine, migrate
 from opentess.questions import Question
+from opentess.sandbox import TemplateSandbox
 from opentess.settings import BUILTIN_MODEL, ModelConfig, Settings
 from opentess.store import Store, close_store
 
@@ -82,7 +83,8 @@ async def _seed(settings: Settings) -> World:
         other, other_ws = await store.users.create("bob@example.com", "Bob")
         second_ws = await store.users.create_workspace("Alice's team", user.id)
         spec = fake_agent_spec()
-        validate_spec(spec, settings.models)
+        async with TemplateSandbox(settings.sandbox_limits()) as sandbox:
+            await validate_spec(spec, settings.models, sandbox)
         agent = await store.agents.create(spec, ws.id)
         local = await store.agents.create(demo_agent_spec(), ws.id)
         text_spec = AgentSpec(

@@ -25,6 +25,7 @@ from opentess.db.engine import make_engine, pending_migrations
 from opentess.limits import Admission
 from opentess.providers import ModelRegistry
 from opentess.providers.openai import close_sessions
+from opentess.sandbox import TemplateSandbox
 from opentess.service import ExecutionService
 from opentess.settings import Settings, load_settings
 from opentess.store import Store, close_store
@@ -38,22 +39,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings)
-        store = Store(engine, settings.db_pool_size)
+        store = Store(engine, settings.db_pool_size, settings.db_busy_timeout_s)
         models = ModelRegistry(settings)
+        sandbox = TemplateSandbox(settings.sandbox_limits())
         admission = Admission(make_limiter(settings), run_ttl_s=settings.run_timeout_s + 60)
         auth = Authenticator(store, settings, admission)
         instance_id = str(uuid.uuid4())
-        service = ExecutionService(store, models, settings, instance_id, admission)
+        service = ExecutionService(store, models, settings, instance_id, admission, sandbox)
         bus = make_cancel_bus(settings)
         await bus.start(service.runs.cancel)
-        app.state.opentess = AppState(settings, engine, store, models, service, auth, bus)
+        app.state.opentess = AppState(settings, engine, store, models, service, auth, bus, sandbox)
         if await pending_migrations(engine):
             # `opentess serve` refuses this; an app started another way stays unready (/readyz)
             log.error("the database schema is not current; run `opentess migrate`")
         else:
             await store.instances.register(instance_id)
             await store.instances.reap(settings.instance_stale_s)
-        keeper = asyncio.create_task(_housekeeping(store, instance_id, settings))
+        keeper = asyncio.create_task(_housekeeping(service, instance_id, settings))
         # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
         # traversals, which walked it again and again under load, and collect the young
         # generation less often (measured: 0.25 → 0.19 ms of CPU per call, bench/README.md)
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.instances.unregister(instance_id)
             await auth.drain()
             await models.aclose()
+            await sandbox.aclose()
             await close_sessions()
             await close_store(store)
 
@@ -106,18 +109,28 @@ class OpentessApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-async def _housekeeping(store: Store, instance_id: str, settings: Settings) -> None:
-    """Heartbeat, and fail the runs of processes that died (any process may do it; it is idempotent)."""
+async def _housekeeping(service: ExecutionService, instance_id: str, settings: Settings) -> None:
+    """Heartbeat; store the ends of runs that could not be stored when they ended; fail the runs
+    of processes that died (any process may do it; it is idempotent)."""
+    store = service.store
     beats = 0
     while True:
         await asyncio.sleep(settings.heartbeat_s)
         beats += 1
         try:
+            await store.executions.store_unstored()
             await store.instances.heartbeat(instance_id)
             if beats % 3 == 0:
                 failed = await store.instances.reap(settings.instance_stale_s)
                 if failed:
                     log.warning("failed %d execution(s) of server processes that stopped", failed)
+                lost = await store.instances.fail_lost(
+                    instance_id,
+                    service.runs.ids() | store.executions.unstored_ids(),
+                    older_than_s=settings.run_timeout_s + 60,
+                )
+                if lost:
+                    log.error("failed %d execution(s) of this process that no run was driving", lost)
         except Exception:
             log.exception("housekeeping failed; retrying at the next heartbeat")
 

@@ -13,6 +13,7 @@ from opentess.auth import Authenticator, Principal
 from opentess.coordination import CancelBus
 from opentess.errors import BadRequest
 from opentess.providers import ModelRegistry
+from opentess.sandbox import TemplateSandbox
 from opentess.service import ExecutionService
 from opentess.settings import Settings
 from opentess.store import Store
@@ -27,6 +28,7 @@ class AppState:
     service: ExecutionService
     auth: Authenticator
     cancel_bus: CancelBus
+    sandbox: TemplateSandbox
 
 
 async def get_state(request: Request) -> AppState:

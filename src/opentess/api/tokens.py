@@ -9,6 +9,7 @@ from starlette.responses import Response
 from opentess.api.errors import json_response
 from opentess.api.state import AppState, PrincipalDep, StateDep, read_json_object
 from opentess.auth import Principal
+from opentess.authority import MAX_EXPIRY_DAYS, MAX_LIMIT, Ceiling, child_token, limit_change
 from opentess.errors import NotFound, TokenNotFound, parse_model
 from opentess.store import TokenRecord
 
@@ -19,17 +20,28 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="", max_length=200)
-    expires_in_days: float | None = Field(default=None, gt=0)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    concurrency_limit: int | None = Field(default=None, ge=1)
+    expires_in_days: float | None = Field(default=None, gt=0, le=MAX_EXPIRY_DAYS)
+    rpm_limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    concurrency_limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
 
 
 class TokenUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=200)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    concurrency_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    concurrency_limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+
+
+def _ceiling(principal: Principal, state: AppState) -> Ceiling:
+    limits, settings = principal.limits, state.settings
+    return Ceiling(
+        principal.expires_at,
+        limits.token_rpm,
+        limits.token_concurrency,
+        settings.rate_limit_rpm,
+        settings.rate_limit_concurrency,
+    )
 
 
 async def _own(state: AppState, principal: Principal, token_id: int) -> TokenRecord:
@@ -52,8 +64,14 @@ async def list_tokens(principal: PrincipalDep, state: StateDep) -> Response:
 @router.post("/tokens", status_code=201)
 async def create_token(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     spec = parse_model(TokenCreate, await read_json_object(request))
+    child = child_token(_ceiling(principal, state), spec.expires_in_days, spec.rpm_limit, spec.concurrency_limit)
     record, secret = await state.store.tokens.create(
-        principal.user_id, spec.name, spec.expires_in_days, spec.rpm_limit, spec.concurrency_limit
+        principal.user_id,
+        spec.name,
+        rpm_limit=child.rpm_limit,
+        concurrency_limit=child.concurrency_limit,
+        expires_at=child.expires_at,
+        parent_id=principal.token_id,
     )
     state.auth.forget_tokens()
     return json_response(201, {**record.public(), "token": secret})
@@ -61,11 +79,22 @@ async def create_token(request: Request, principal: PrincipalDep, state: StateDe
 
 @router.patch("/tokens/{token_id}")
 async def update_token(token_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
-    await _own(state, principal, token_id)
+    target = await _own(state, principal, token_id)
     body = await read_json_object(request)
     changes = parse_model(TokenUpdate, body).model_dump(include=set(body))
     if changes.get("name") is None:
         changes.pop("name", None)
+    defaults = {"rpm_limit": state.settings.rate_limit_rpm, "concurrency_limit": state.settings.rate_limit_concurrency}
+    for name, default in defaults.items():
+        if name in changes:
+            changes[name] = limit_change(
+                _ceiling(principal, state),
+                own=token_id == principal.token_id,
+                name=name,
+                current=getattr(target, name),
+                asked=changes[name],
+                default=default,
+            )
     updated = await state.store.tokens.update(token_id, **changes)
     state.auth.forget_tokens()
     return json_response(200, updated.public())

@@ -9,8 +9,10 @@ import click
 import yaml
 
 from opentess.agents import parse_spec, validate_spec
+from opentess.authority import MAX_EXPIRY_DAYS, MAX_LIMIT
 from opentess.cli.common import domain_errors, emit, run_with_store, settings_from
 from opentess.clock import laravel
+from opentess.sandbox import TemplateSandbox
 from opentess.settings import Settings
 from opentess.store import AgentRecord, Store, TokenRecord, WorkspaceRecord
 
@@ -108,9 +110,16 @@ def tokens() -> None:
 @tokens.command("create")
 @click.option("--user", "email", required=True, help="Email of the token's user.")
 @click.option("--name", default="", help="A label for the token.")
-@click.option("--expires-in", "days", type=click.FloatRange(min=0, min_open=True), help="Expire after DAYS days.")
-@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute (default: the server's).")
-@click.option("--concurrency", type=click.IntRange(min=1), help="Executions at once (default: the server's).")
+@click.option(
+    "--expires-in",
+    "days",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_EXPIRY_DAYS),
+    help="Expire after DAYS days.",
+)
+@click.option("--rpm", type=click.IntRange(min=1, max=MAX_LIMIT), help="Requests per minute (default: the server's).")
+@click.option(
+    "--concurrency", type=click.IntRange(min=1, max=MAX_LIMIT), help="Executions at once (default: the server's)."
+)
 @json_option
 @click.pass_context
 @domain_errors
@@ -169,7 +178,7 @@ def tokens_limits(ctx: click.Context, token_id: int, rpm: str | None, concurrenc
             continue
         if raw == "default":
             changes[key] = None
-        elif raw.isdigit() and int(raw) >= 1:
+        elif raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT:
             changes[key] = int(raw)
         else:
             raise click.BadParameter(f"{raw!r} is not a positive integer or 'default'")
@@ -223,7 +232,8 @@ def agents_create(ctx: click.Context, path: Path, workspace_id: int, as_json: bo
     spec = parse_spec(raw)
 
     async def go(store: Store, settings: Settings) -> dict[str, Any]:
-        validate_spec(spec, settings.models)
+        async with TemplateSandbox(settings.sandbox_limits()) as sandbox:
+            await validate_spec(spec, settings.models, sandbox, settings.max_instructions_chars)
         await store.users.workspace(workspace_id)
         return _agent(await store.agents.create(spec, workspace_id))
 

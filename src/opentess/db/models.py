@@ -62,6 +62,9 @@ class ApiToken(Base):
     # per-token rate limits; NULL means the server-wide default
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    # the token that created this one through the API (None: made by the operator); revoking a
+    # token revokes every token it made, and theirs
+    parent_id: Mapped[int | None] = mapped_column(IdType, index=True)
 
 
 class Agent(Base):

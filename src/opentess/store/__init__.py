@@ -14,12 +14,12 @@ from opentess.store.users import UserRecord, UserStore, WorkspaceRecord
 class Store:
     """Every repository, sharing one engine."""
 
-    def __init__(self, engine: AsyncEngine, pool_size: int = 10) -> None:
+    def __init__(self, engine: AsyncEngine, pool_size: int = 10, lock_wait_s: float = 30.0) -> None:
         self.engine = engine
         self.users = UserStore(engine)
         self.tokens = TokenStore(engine)
         self.agents = AgentStore(engine)
-        self.executions = ExecutionStore(engine, pool_size)
+        self.executions = ExecutionStore(engine, pool_size, lock_wait_s)
         self.instances = InstanceStore(engine)
 
 

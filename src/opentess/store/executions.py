@@ -6,11 +6,16 @@ root's id. Readers see ``root_id`` filled in either way.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.clock import laravel, utcnow
@@ -18,7 +23,12 @@ from opentess.db.models import Execution
 from opentess.errors import ExecutionNotFound
 from opentess.store.writer import make_writer
 
+log = logging.getLogger("opentess.store")
 ACTIVE = ("starting", "running")
+# what a database that is locked, down or unreachable raises, through any of the writers
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, SQLAlchemyError, OSError, asyncpg.PostgresError,
+                                                    asyncpg.InterfaceError)  # fmt: skip
+END_RETRIES_S = (1.0, 0.0)  # the end is written at once, then once more a second later
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -72,9 +82,10 @@ def _record(row: Any) -> ExecutionRecord:
 
 
 class ExecutionStore:
-    def __init__(self, engine: AsyncEngine, pool_size: int = 10) -> None:
+    def __init__(self, engine: AsyncEngine, pool_size: int = 10, lock_wait_s: float = 30.0) -> None:
         self._engine = engine
-        self._writer = make_writer(engine.url, pool_size)
+        self._writer = make_writer(engine.url, pool_size, lock_wait_s)
+        self._unstored: dict[int, dict[str, Any]] = {}
 
     async def aclose(self) -> None:
         if self._writer is not None:
@@ -122,18 +133,55 @@ class ExecutionStore:
         credits: float | None = None,
         finish_reason: str | None = None,
     ) -> datetime:
+        """Store the end of a run. Never fails for the caller: a write the database refuses is
+        tried again, and if it still fails the end is kept in memory (``unstored``) and written
+        by ``store_unstored``, which the server's housekeeping calls until it succeeds."""
         now = utcnow()
         values = {
             "status": status, "output": output, "error": error, "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens, "credits": credits, "finish_reason": finish_reason,
             "updated_at": now,
         }  # fmt: skip
+        for delay in END_RETRIES_S:
+            try:
+                await self._write_end(execution_id, values)
+                return now
+            except STORAGE_ERRORS as exc:
+                last: BaseException = exc
+                log.warning("storing the end of execution %s failed (%s); retrying", execution_id, exc)
+                await asyncio.sleep(delay)
+        log.error(
+            "could not store the end of execution %s (%s): %s; kept in memory and retried at each heartbeat",
+            execution_id, status, last,
+        )  # fmt: skip
+        self._unstored[execution_id] = values
+        return now
+
+    async def _write_end(self, execution_id: int, values: dict[str, Any]) -> None:
         if self._writer is not None:
             await self._writer.update(execution_id, values)
-            return now
+            return
         async with self._engine.begin() as conn:
             await conn.execute(update(Execution).where(Execution.id == execution_id).values(**values))
-        return now
+
+    def unstored_ids(self) -> set[int]:
+        return set(self._unstored)
+
+    def unstored(self, execution_id: int) -> bool:
+        """Whether this execution has ended but its end is still waiting to be stored."""
+        return execution_id in self._unstored
+
+    async def store_unstored(self) -> int:
+        """Write the ends that could not be stored earlier; returns how many are still waiting."""
+        for execution_id, values in list(self._unstored.items()):
+            try:
+                await self._write_end(execution_id, values)
+            except STORAGE_ERRORS as exc:
+                log.warning("the end of execution %s is still not stored: %s", execution_id, exc)
+                break  # the database is still unavailable: try again at the next heartbeat
+            del self._unstored[execution_id]
+            log.info("stored the end of execution %s (%s) after a failure", execution_id, values["status"])
+        return len(self._unstored)
 
     async def set_status(self, execution_id: int, status: str) -> None:
         async with self._engine.begin() as conn:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from datetime import timedelta
 
 from sqlalchemy import delete, insert, or_, select, update
@@ -16,6 +17,7 @@ from opentess.db.models import Execution, ServerInstance
 from opentess.store.executions import ACTIVE
 
 INTERRUPTED = "interrupted by server restart"
+LOST = "ended by the server's recovery pass: no run was driving it"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -53,6 +55,24 @@ class InstanceStore:
     async def unregister(self, instance_id: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(delete(ServerInstance).where(ServerInstance.id == instance_id))
+
+    async def fail_lost(self, instance_id: str, driven: Collection[int], older_than_s: float) -> int:
+        """Fail the active executions of this live process that no run drives (``driven``: the
+        ids of its runs, and of ends waiting to be stored) and that began more than
+        ``older_than_s`` ago: whatever left them, nothing will end them otherwise."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        conditions = [
+            Execution.instance_id == instance_id,
+            Execution.status.in_(ACTIVE),
+            Execution.created_at < cutoff,
+        ]
+        if driven:
+            conditions.append(Execution.id.not_in(list(driven)))
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(Execution).where(*conditions).values(status="failed", error=LOST, updated_at=utcnow())
+            )
+        return int(result.rowcount)
 
     async def reap(self, stale_after_s: float) -> int:
         """Forget dead instances and fail their active runs; returns how many runs were failed."""

@@ -36,6 +36,7 @@ class TokenRecord:
     default_workspace_id: int | None
     rpm_limit: int | None = None
     concurrency_limit: int | None = None
+    parent_id: int | None = None
 
     def public(self) -> dict[str, Any]:
         """The token as the API and the CLI show it: never its secret or hash."""
@@ -50,6 +51,7 @@ class TokenRecord:
             "last_used_at": laravel(self.last_used_at),
             "rpm_limit": self.rpm_limit,
             "concurrency_limit": self.concurrency_limit,
+            "parent_id": self.parent_id,
         }
 
 
@@ -61,7 +63,7 @@ def _record(row: object) -> TokenRecord:
     return TokenRecord(
         r["id"], r["user_id"], r["user_email"], r["name"], r["prefix"], r["created_at"],
         r["expires_at"], r["revoked_at"], r["last_used_at"], r["default_workspace_id"], r["rpm_limit"],
-        r["concurrency_limit"],
+        r["concurrency_limit"], r["parent_id"],
     )  # fmt: skip
 
 
@@ -76,11 +78,17 @@ class TokenStore:
         expires_in_days: float | None = None,
         rpm_limit: int | None = None,
         concurrency_limit: int | None = None,
+        *,
+        expires_at: datetime | None = None,
+        parent_id: int | None = None,
     ) -> tuple[TokenRecord, str]:
-        """Create a token; returns its record and the secret, which is never retrievable again."""
+        """Create a token; returns its record and the secret, which is never retrievable again.
+        ``expires_at`` (exact) wins over ``expires_in_days``."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = utcnow()
-        expires = now + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        expires = expires_at
+        if expires is None and expires_in_days is not None:
+            expires = now + timedelta(days=expires_in_days)
         async with self._engine.begin() as conn:
             token_id = (
                 await conn.execute(
@@ -88,7 +96,7 @@ class TokenStore:
                     .values(
                         user_id=user_id, name=name, token_hash=hash_token(secret), prefix=secret[:10],
                         created_at=now, expires_at=expires, rpm_limit=rpm_limit,
-                        concurrency_limit=concurrency_limit,
+                        concurrency_limit=concurrency_limit, parent_id=parent_id,
                     )
                     .returning(ApiToken.id)
                 )
@@ -123,13 +131,21 @@ class TokenStore:
         return [_record(r) for r in rows]
 
     async def revoke(self, token_id: int) -> TokenRecord:
+        """Revoke a token and every token made from it through the API, at any depth (a
+        stolen token cannot leave a copy of itself behind)."""
+        record = await self.get(token_id)  # raises NotFound for an unknown id
+        now = utcnow()
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(ApiToken)
-                .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
-        return await self.get(token_id)  # raises NotFound for an unknown id
+            wave = [token_id]
+            seen = set(wave)
+            while wave:
+                await conn.execute(
+                    update(ApiToken).where(ApiToken.id.in_(wave), ApiToken.revoked_at.is_(None)).values(revoked_at=now)
+                )
+                children = (await conn.execute(select(ApiToken.id).where(ApiToken.parent_id.in_(wave)))).scalars()
+                wave = [c for c in children if c not in seen]
+                seen.update(wave)
+        return record if record.revoked_at is not None else await self.get(token_id)
 
     async def update(self, token_id: int, **values: object) -> TokenRecord:
         """Change a token's name or limits (``rpm_limit``/``concurrency_limit``; None = server default)."""

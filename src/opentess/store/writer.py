@@ -89,9 +89,10 @@ class SqliteWriter(_SqlWriter):
     is waiting in one transaction (group commit): one thread wake-up and one WAL commit for many
     calls, instead of one each. A call returns only once its transaction has committed."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lock_wait_s: float = 30.0) -> None:
         super().__init__()
         self._path = path
+        self._lock_wait_s = lock_wait_s
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -118,10 +119,12 @@ class SqliteWriter(_SqlWriter):
         return await self._submit(self._update_sql(keys), params, False)
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=self._lock_wait_s, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")  # statements; BEGIN waits in _begin
+        conn.execute("PRAGMA foreign_keys=ON")  # as on the engine's connections
+        busy_ms = int(self._lock_wait_s * 1000)
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")  # statements; BEGIN waits in _begin
         try:
             while True:
                 first = self._queue.get()
@@ -138,7 +141,7 @@ class SqliteWriter(_SqlWriter):
                         stop = True
                         break
                     batch.append(op)
-                _write_batch(conn, batch)
+                _write_batch(conn, batch, self._lock_wait_s)
                 if stop:
                     return
         finally:
@@ -161,14 +164,11 @@ class _Op:
     result: int | BaseException = 0
 
 
-LOCK_WAIT_S = 30.0
-
-
-def _begin(conn: sqlite3.Connection) -> None:
+def _begin(conn: sqlite3.Connection, lock_wait_s: float) -> None:
     """BEGIN IMMEDIATE, waiting for another process's write transaction to end. SQLite's own busy
     handler sleeps 1, 2, 5, 10… ms between tries; another opentess worker's batch is done in a
     fraction of a millisecond, so this polls every 0.2 ms (measured with two workers)."""
-    deadline = time.monotonic() + LOCK_WAIT_S
+    deadline = time.monotonic() + lock_wait_s
     conn.execute("PRAGMA busy_timeout=0")
     try:
         while True:
@@ -180,13 +180,13 @@ def _begin(conn: sqlite3.Connection) -> None:
                     raise
                 time.sleep(0.0002)
     finally:  # the statements of the transaction keep SQLite's own wait
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(lock_wait_s * 1000)}")
 
 
-def _write_batch(conn: sqlite3.Connection, batch: list[_Op]) -> None:
+def _write_batch(conn: sqlite3.Connection, batch: list[_Op], lock_wait_s: float) -> None:
     """Runs in the writer thread: one transaction for the whole batch, then wake the callers."""
     try:
-        _begin(conn)
+        _begin(conn, lock_wait_s)
         for op in batch:
             try:
                 cursor = conn.execute(op.sql, op.params)
@@ -348,10 +348,10 @@ async def _keep_session(connection: Any) -> None:
     per statement, measured as the largest cost of a call on PostgreSQL)."""
 
 
-def make_writer(url: URL, pool_size: int) -> ExecutionWriter | None:
+def make_writer(url: URL, pool_size: int, lock_wait_s: float = 30.0) -> ExecutionWriter | None:
     """A direct writer for the engine's database, or None to write through SQLAlchemy."""
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return SqliteWriter(url.database)
+        return SqliteWriter(url.database, lock_wait_s)
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "asyncpg":
         return PostgresWriter(url.set(drivername="postgresql").render_as_string(hide_password=False), pool_size)
     return None
