@@ -105,12 +105,10 @@ def test_cancel_sent_to_a_stops_a_stream_served_by_b(
     stream = BackgroundStream(f"{b}/agents/{world.agent_id}/execute", {**CHAT, "stream": True}, headers)
     stream.wait_for(2)
     events = stream.events
-    started = time.monotonic()
     cancelled = httpx.post(f"{a}/agent-responses/{events[0]['id']}/cancel", headers=headers, timeout=30)
     stream.join()
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
-    assert time.monotonic() - started < 5
     assert events[-1]["status"] == "cancelled"
     assert upstream.disconnected.wait(5)
 

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
 from tests.support.processes import free_port, serve, write_config
+from tests.support.waiting import wait_until
 from tests.support.world import World, latest_execution, make_settings, seed, unlimited_token
 
 CHAT = {"language": "en", "messages": [{"role": "user", "content": "x"}]}
@@ -100,10 +101,10 @@ def test_concurrent_executions_limit(limited: tuple[LiveServer, World], upstream
         first = http.post(f"/agents/{world.agent_id}/execute", json=CHAT).json()["responses"][0]
         second = http.post(f"/agents/{world.agent_id}/execute", json=CHAT)
         assert second.status_code == 429
-        deadline = time.monotonic() + 10
-        while http.get(f"/agent-responses/{first['id']}").json()["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(
+            lambda: http.get(f"/agent-responses/{first['id']}").json()["status"] in ("succeeded", "failed"),
+            "the first run ends",
+        )
         assert http.post(f"/agents/{world.agent_id}/execute", json=CHAT).status_code == 200
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from opentess.cache import TTLCache
 from opentess.clock import utcnow
 from opentess.errors import Forbidden, InvalidInput, Unauthenticated
+from opentess.ids import parse_id
 from opentess.limits import Admission, Limits
 from opentess.settings import Settings
 from opentess.store import Store, TokenRecord
@@ -104,10 +105,9 @@ class Authenticator:
             if default is None:
                 raise Forbidden("This user has no default workspace; send x-workspace-id")
             return default
-        text = header.strip()
-        if not (text.isascii() and text.lstrip("-").isdigit()):
-            raise InvalidHeader({"x-workspace-id": ["The x-workspace-id header must be an integer."]})
-        workspace_id = int(text)
+        workspace_id = parse_id(header)
+        if workspace_id is None:
+            raise InvalidHeader({"x-workspace-id": ["The x-workspace-id header must be a workspace id (an integer)."]})
         if workspace_id != default:
             member = await self._members.get_or_load(
                 (user_id, workspace_id), lambda: self._store.users.is_member(user_id, workspace_id)

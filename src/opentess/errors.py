@@ -59,6 +59,14 @@ class TokenNotFound(NotFound):
         super().__init__("Token not found")
 
 
+class Conflict(OpentessError):
+    """The resource is in a state that forbids the request (an inactive agent, a finished run)."""
+
+    status = 409
+    error = "Conflict"
+    openai_type = "invalid_request_error"
+
+
 class BadRequest(OpentessError):
     """The request is well-formed JSON but cannot be served as asked (OpenAI route: 400)."""
 
@@ -103,6 +111,14 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     error = "Upstream timeout"
     openai_type = "upstream_timeout"
+
+
+class StillRunning(OpentessError):
+    """Something was asked to stop and did not within its time."""
+
+    status = 504
+    error = "Timeout"
+    openai_type = "timeout"
 
 
 class ModelError(OpentessError):

@@ -48,6 +48,7 @@ ACTIVE_STREAMS = Gauge("opentess_active_streams", "Streaming responses in progre
 QUEUE_WAIT_SECONDS = Histogram(
     "opentess_local_queue_wait_seconds", "Wait for a local model's turn (FIFO queue)", ["model"], buckets=_LATENCY
 )
+LOCAL_TOKENS = Counter("opentess_local_generated_tokens", "Tokens a local model generated, finished or not", ["model"])
 UPSTREAM_ERRORS = Counter("opentess_upstream_errors", "Failed upstream calls by model and kind", ["model", "kind"])
 
 

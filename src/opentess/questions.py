@@ -28,6 +28,21 @@ RESERVED = frozenset(
     }
 )
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_DEPTH = 32  # nesting of an array value (stored as JSON, whose encoder stops at 254)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value``, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, list | dict):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                break
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class Question(BaseModel):
@@ -170,6 +185,8 @@ def coerce(q: Question, value: Any) -> tuple[Any, str | None]:
     if q.type == "array":
         if not isinstance(value, list):
             return None, f"The {name} field must be an array."
+        if _depth(value) > MAX_DEPTH:
+            return None, f"The {name} field is nested more than {MAX_DEPTH} levels deep."
         return value, None
     # file: one file id or a list of them
     ids = value if isinstance(value, list) else [value]

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from opentess.auth import Principal
-from opentess.errors import InvalidInput, PayloadTooLarge
+from opentess.errors import Conflict, InvalidInput, PayloadTooLarge
 from opentess.limits import Admission
 from opentess.providers import ChatRequest, ModelRegistry, Provider
 from opentess.questions import as_number, default_of, match_option, validate_fields
@@ -51,6 +51,7 @@ class RunPlan:
     model_config: ModelConfig
     provider: Provider
     request: ChatRequest
+    stored_messages: list[dict[str, str]]  # what is stored: the request without the history
     turns: list[dict[str, str]]
     input_text: str
     root_id: int | None
@@ -89,6 +90,8 @@ class ExecutionService:
 
         ``lenient_model``: an unknown model falls back to the agent's default (the OpenAI route,
         whose SDKs always send some model name) instead of failing."""
+        if not agent.active:
+            raise Conflict(f"Agent {agent.id} is inactive; activate it to run it.")
         errors = dict(errors or {})
         self._check_size(run)
         values, field_errors = validate_fields(agent.questions, run.fields)
@@ -104,16 +107,26 @@ class ExecutionService:
         )
         root_id = None
         history: list[dict[str, str]] = []
+        history_ids: list[int] = []
         if run.root_id is not None:
-            root_id, history = await self.store.executions.conversation(run.root_id, agent.id, principal.workspace_id)
+            conversation = await self.store.executions.conversation(run.root_id, agent.id, principal.workspace_id)
+            if conversation.running_id is not None:
+                raise Conflict(
+                    f"Execution {conversation.running_id} of this conversation has not ended yet; "
+                    "continue the conversation once it has.",
+                    param="root_id",
+                )
+            root_id, history, history_ids = conversation.root_id, conversation.history, conversation.execution_ids
         if agent.type == "text":
             turns = [{"role": "user", "content": rendered}]
-            messages = list(turns)
+            system: list[dict[str, str]] = []
             input_text = rendered
         else:
             turns = run.messages
-            messages = ([{"role": "system", "content": rendered}] if rendered.strip() else []) + history + turns
+            system = [{"role": "system", "content": rendered}] if rendered.strip() else []
             input_text = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+        messages = system + history + turns
+        self._check_total(messages, rendered if system else "", history)
         request = ChatRequest(
             messages=messages,
             temperature=temperature,
@@ -125,6 +138,10 @@ class ExecutionService:
             frequency_penalty=run.frequency_penalty,
         )
         params: dict[str, Any] = {"temperature": temperature, "tools": tools, "fields": values}
+        if history_ids:
+            # the history itself is the earlier executions' turns: storing it again with every
+            # turn would make a conversation's storage grow with the square of its length
+            params["history"] = history_ids
         for key in ("max_tokens", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"):
             value = getattr(run, key)
             if value not in (None, []):
@@ -135,6 +152,7 @@ class ExecutionService:
             model_config=self.models.config(model),
             provider=self.models.get(model),
             request=request,
+            stored_messages=system + turns,
             turns=turns,
             input_text=input_text,
             root_id=root_id,
@@ -152,6 +170,20 @@ class ExecutionService:
             raise PayloadTooLarge(
                 f"The messages hold {chars} characters; the limit is {self.settings.max_input_chars}.",
                 param="messages",
+            )
+
+    def _check_total(self, messages: list[dict[str, str]], instructions: str, history: list[dict[str, str]]) -> None:
+        """Everything sent to the model counts against ``max_input_chars``: a conversation that
+        has grown past it is refused (start a new one), never silently cut."""
+        total = sum(len(m["content"]) for m in messages)
+        limit = self.settings.max_input_chars
+        if total > limit:
+            past = sum(len(m["content"]) for m in history)
+            raise PayloadTooLarge(
+                f"This execution would send the model {total} characters (instructions {len(instructions)}, "
+                f"conversation history {past}, new messages {total - past - len(instructions)}); the limit is "
+                f"{limit}. Start a new conversation or send less.",
+                param="root_id" if past else "messages",
             )
 
     def _model(self, agent: AgentRecord, asked: Any, lenient: bool, errors: dict[str, list[str]]) -> str:
@@ -242,7 +274,7 @@ class ExecutionService:
             input=plan.input_text,
             model=plan.model,
             turns=plan.turns,
-            messages=plan.request.messages,
+            messages=plan.stored_messages,
             params=plan.params,
             status=status,
             instance_id=self.instance_id,

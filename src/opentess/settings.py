@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_busy_timeout_s: float = Field(default=30.0, gt=0)
     host: str = "127.0.0.1"
+    public_url: str | None = None
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     default_model: str = BUILTIN_MODEL
@@ -152,6 +153,16 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _TomlSource(settings_cls, raw_path))
 
     @model_validator(mode="after")
+    def _check_public_url(self) -> Settings:
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(
+                    f"public_url must be an http(s) URL such as https://agents.example.com, not {self.public_url!r}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _add_builtin_model(self) -> Settings:
         if BUILTIN_MODEL not in self.models:
             self.models[BUILTIN_MODEL] = ModelConfig(provider="local")
@@ -176,6 +187,15 @@ class Settings(BaseSettings):
             workers=self.template_workers,
             cache_bytes=self.template_cache_bytes,
         )
+
+    @property
+    def public_base_url(self) -> str:
+        """How clients reach this server (page links, upload URLs), without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -27,7 +27,7 @@ async def list_agents(request: Request, principal: PrincipalDep, state: StateDep
     return json_response(200, envelope(request, [a.public() for a in agents], total, page))
 
 
-@router.get("/agents/{agent_id}")
+@router.get("/agents/{agent_id:id}")
 async def get_agent(agent_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     agent = await state.store.agents.get(agent_id, principal.workspace_id)
     return json_response(200, agent.public())
@@ -42,7 +42,7 @@ async def create_agent(request: Request, principal: PrincipalDep, state: StateDe
     return json_response(201, agent.management())
 
 
-@router.patch("/agents/{agent_id}")
+@router.patch("/agents/{agent_id:id}")
 async def update_agent(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     """Change some fields of an agent; the result is validated as a whole."""
     agent = await state.store.agents.get(agent_id, principal.workspace_id)
@@ -55,7 +55,7 @@ async def update_agent(agent_id: int, request: Request, principal: PrincipalDep,
     return json_response(200, updated.management())
 
 
-@router.delete("/agents/{agent_id}", status_code=204)
+@router.delete("/agents/{agent_id:id}", status_code=204)
 async def delete_agent(agent_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     """Delete an agent; its executions stay readable."""
     await state.store.agents.delete(agent_id, principal.workspace_id)

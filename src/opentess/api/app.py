@@ -18,6 +18,7 @@ from opentess.api import agents, errors, execute, health, openai_compat, respons
 from opentess.api.fastpath import FastRoute
 from opentess.api.limits import BodyLimit
 from opentess.api.observability import Observability
+from opentess.api.paths import PathGuard
 from opentess.api.state import AppState
 from opentess.auth import Authenticator
 from opentess.coordination import make_cancel_bus, make_limiter
@@ -89,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     # Pure-ASGI layers in front of FastAPI's own stack: Observability sees every answer (413s
     # included); FastRoute serves the hot route without the framework's layers.
-    app.front = Observability(BodyLimit(FastRoute(app.framework, app), max_bytes=settings.max_body_bytes))
+    app.router.redirect_slashes = False  # PathGuard drops trailing slashes instead
+    app.front = Observability(PathGuard(BodyLimit(FastRoute(app.framework, app), max_bytes=settings.max_body_bytes)))
     return app
 
 

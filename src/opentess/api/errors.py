@@ -64,12 +64,20 @@ def native_error(exc: OpentessError) -> tuple[int, dict[str, Any]]:
     return exc.status, body
 
 
-def render(path: str, exc: OpentessError) -> Response:
+def render(path: str, exc: OpentessError, headers: dict[str, str] | None = None) -> Response:
     status, body = openai_error(exc) if is_openai_path(path) else native_error(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RateLimited):
-        headers = {"Retry-After": str(exc.retry_after)}
+        headers["Retry-After"] = str(exc.retry_after)
     return json_response(status, body, headers)
+
+
+def render_unexpected(path: str) -> Response:
+    """The 500 of an error nobody expected: the connection is closed after it (the server
+    closes it anyway once the exception reaches it; saying so lets a pooling client know)."""
+    return render(path, OpentessError("Internal server error"), {"Connection": "close"})
 
 
 def install(app: FastAPI) -> None:
@@ -96,11 +104,11 @@ def install(app: FastAPI) -> None:
         err = OpentessError(str(exc.detail) if exc.detail else name)
         err.status, err.error = exc.status_code, name
         err.openai_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return render(request.url.path, err)
+        return render(request.url.path, err, dict(exc.headers or {}))  # e.g. Allow on a 405
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return render(request.url.path, OpentessError("Internal server error"))
+        return render_unexpected(request.url.path)
 
     app.add_exception_handler(OpentessError, domain)
     app.add_exception_handler(RequestValidationError, validation)

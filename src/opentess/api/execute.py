@@ -16,6 +16,7 @@ from opentess.api.sse import EventStreamResponse
 from opentess.api.state import PrincipalDep, StateDep, read_json_object
 from opentess.clock import laravel
 from opentess.errors import OpentessError
+from opentess.ids import parse_id
 from opentess.runs import Run, RunCancelled, RunResult
 from opentess.service import RunInput
 
@@ -102,14 +103,12 @@ def parse_messages(raw: Any, errors: dict[str, list[str]]) -> list[dict[str, str
 
 def _root_id(body: dict[str, Any], errors: dict[str, list[str]]) -> int | None:
     root = body.get("root_id")
-    if root is None or root == "":
+    if root in (None, "", 0, "0"):  # Langflow sends 0 for "no conversation"
         return None
-    if isinstance(root, str) and root.strip().isdigit():
-        return int(root)
-    if isinstance(root, int) and not isinstance(root, bool):
-        return root
-    errors["root_id"] = ["The root_id field must be an integer."]
-    return None
+    value = parse_id(root)
+    if value is None:
+        errors["root_id"] = ["The root_id field must be the id of an earlier execution (a positive integer)."]
+    return value
 
 
 def starting_object(run: Run) -> dict[str, Any]:
@@ -129,7 +128,7 @@ def starting_object(run: Run) -> dict[str, Any]:
     }
 
 
-@router.post("/agents/{agent_id}/execute")
+@router.post("/agents/{agent_id:id}/execute")
 async def execute(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     agent = await state.store.agents.get_recent(agent_id, principal.workspace_id)
     body = await read_json_object(request)

@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opentess.api import openai_compat
-from opentess.api.errors import render
+from opentess.api.errors import render, render_unexpected
 from opentess.errors import OpentessError
 
 log = logging.getLogger("opentess.api")
-_CHAT = re.compile(r"^(?:/api)?/agents/(\d{1,18})/openai/chat/completions$")
+_CHAT = re.compile(r"^(?:/api)?/agents/([0-9]{1,18})/openai/chat/completions$", re.ASCII)
 
 
 class _Template:
@@ -51,7 +51,7 @@ class FastRoute:
                     response = render(scope["path"], exc)
                 except Exception as exc:
                     log.exception("unhandled error on %s", scope["path"], exc_info=exc)
-                    response = render(scope["path"], OpentessError("Internal server error"))
+                    response = render_unexpected(scope["path"])
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

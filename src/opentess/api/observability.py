@@ -65,7 +65,7 @@ class Observability:
 
     def _record(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, duration: float) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
         requests = metrics.child(metrics.REQUESTS, template, scope["method"], str(status))
         seconds = metrics.child(metrics.REQUEST_SECONDS, template)
         overhead = metrics.child(metrics.OVERHEAD_SECONDS, template)

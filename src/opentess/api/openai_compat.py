@@ -19,6 +19,7 @@ from opentess.api.observability import next_request_id
 from opentess.api.sse import EventStreamResponse, unless_disconnected
 from opentess.api.state import AppState, authenticate, read_json_object
 from opentess.errors import BadRequest, OpentessError
+from opentess.ids import parse_id
 from opentess.runs import Run, RunResult
 from opentess.service import RunInput
 
@@ -70,7 +71,8 @@ def parse_messages(raw: Any) -> list[dict[str, str]]:
         param = f"messages[{i}]"
         if not isinstance(m, dict):
             raise _bad(f"{param} must be an object with role and content.", param)
-        role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        raw_role = m.get("role")
+        role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise _bad(
                 f"{param}.role must be one of system, developer, user, assistant; got {m.get('role')!r}.",
@@ -137,11 +139,12 @@ def parse_request(body: dict[str, Any]) -> tuple[RunInput, bool, bool]:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _bad("seed must be an integer.", "seed")
     root = body.get("root_id")
+    if root in ("", 0, "0"):  # clients send 0 or "" for "no conversation"
+        root = None
     if root is not None:
-        if isinstance(root, str) and root.strip().isdigit():
-            root = int(root)
-        if isinstance(root, bool) or not isinstance(root, int):
-            raise _bad("root_id must be the integer id of an earlier execution.", "root_id")
+        root = parse_id(root)
+        if root is None:
+            raise _bad("root_id must be the id of an earlier execution (a positive integer).", "root_id")
     temperature = body.get("temperature")
     if isinstance(temperature, bool):
         raise _bad("temperature must be a number.", "temperature")
@@ -180,7 +183,7 @@ def _agent_response(run: Run, result: RunResult | None, status: str) -> dict[str
     }
 
 
-@router.post("/agents/{agent_id}/openai/chat/completions")
+@router.post("/agents/{agent_id:id}/openai/chat/completions")
 async def chat_completions(agent_id: int, request: Request) -> Response:
     """OpenAI Chat Completions for one agent. Served by ``FastRoute`` (api/fastpath.py) ahead of
     FastAPI's stack; registered here too so that it is documented in the OpenAPI schema."""

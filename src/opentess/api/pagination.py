@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 
 from opentess.errors import InvalidInput
+from opentess.ids import MAX_PAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +29,11 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int | Non
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
         errors[name] = [f"The {name} field must be an integer."]
         return default
+    value = int(text)
     if value < lo or (hi is not None and value > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         errors[name] = [f"The {name} field must be {bound}."]
@@ -43,14 +44,18 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int | Non
 def page_of(request: Request, errors: dict[str, list[str]] | None = None) -> Page:
     """The requested page; InvalidInput (with any ``errors`` found by the caller) when invalid."""
     errors = dict(errors or {})
-    page = Page(_int_param(request, "page", 1, 1, None, errors), _int_param(request, "per_page", 15, 1, 100, errors))
+    page = Page(
+        _int_param(request, "page", 1, 1, MAX_PAGE, errors), _int_param(request, "per_page", 15, 1, 100, errors)
+    )
     if errors:
         raise InvalidInput(errors)
     return page
 
 
 def envelope(request: Request, data: list[Any], total: int, page: Page) -> dict[str, Any]:
-    path = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
+    """Laravel's page envelope. Its URLs start with the server's configured public URL, never
+    with the request's Host header (which a client chooses)."""
+    path = public_base(request) + request.url.path
     others = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
 
     def url(n: int) -> str:
@@ -83,6 +88,12 @@ def envelope(request: Request, data: list[Any], total: int, page: Page) -> dict[
         "to": page.offset + len(data) if data else None,
         "total": total,
     }
+
+
+def public_base(request: Request) -> str:
+    """The server's public URL: ``OPENTESS_PUBLIC_URL``, else where it listens."""
+    settings = request.app.state.opentess.settings
+    return str(settings.public_base_url)
 
 
 def _window(current: int, last: int, each_side: int = 3) -> list[int | None]:

@@ -11,7 +11,8 @@ from starlette.responses import Response
 from opentess.api.errors import json_response
 from opentess.api.pagination import envelope, page_of
 from opentess.api.state import PrincipalDep, StateDep
-from opentess.errors import OpentessError
+from opentess.errors import Conflict, ServiceUnavailable, StillRunning
+from opentess.ids import parse_id
 from opentess.store.executions import ACTIVE, TERMINAL
 
 router = APIRouter()
@@ -20,19 +21,14 @@ STATUSES = (*ACTIVE, *TERMINAL)
 CANCEL_WAIT_S = 10.0
 
 
-class Conflict(OpentessError):
-    status = 409
-    error = "Conflict"
-    openai_type = "invalid_request_error"
-
-
 def _int_filter(request: Request, name: str, errors: dict[str, list[str]]) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if raw.strip().isdigit():
-        return int(raw)
-    errors[name] = [f"The {name} field must be an integer."]
+    value = parse_id(raw)
+    if value is not None:
+        return value
+    errors[name] = [f"The {name} field must be an id (a positive integer)."]
     return None
 
 
@@ -62,18 +58,23 @@ async def list_responses(request: Request, principal: PrincipalDep, state: State
     return json_response(200, envelope(request, [r.public() for r in records], total, page))
 
 
-@router.get("/agent-responses/{execution_id}")
+@router.get("/agent-responses/{execution_id:id}")
 async def get_response(execution_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     record = await state.store.executions.get(execution_id, principal.workspace_id)
     return json_response(200, record.public())
 
 
-@router.post("/agent-responses/{execution_id}/cancel")
+@router.post("/agent-responses/{execution_id:id}/cancel")
 async def cancel_response(execution_id: int, principal: PrincipalDep, state: StateDep) -> Response:
-    """Stop a running execution; it ends ``cancelled`` with its partial output."""
+    """Stop a running execution; it ends ``cancelled`` with its partial output. Answers 200
+    only with the stored end; a run that stopped but whose end is not stored yet is a 503, one
+    that did not stop in time a 504."""
     record = await state.store.executions.get(execution_id, principal.workspace_id)
     if record.status in TERMINAL:
         raise Conflict(f"The agent response has already finished ({record.status}).")
+    executions = state.store.executions
+    if executions.unstored(execution_id):
+        raise _end_not_stored()
     run = state.service.runs.get(execution_id)
     if run is not None:
         if run.cancel():
@@ -94,5 +95,17 @@ async def cancel_response(execution_id: int, principal: PrincipalDep, state: Sta
             "This agent response is not running in this server process "
             "(set OPENTESS_REDIS_URL to cancel across processes)."
         )
-    body: dict[str, Any] = (await state.store.executions.get(execution_id, principal.workspace_id)).public()
+    stored = await executions.get(execution_id, principal.workspace_id)
+    if stored.status not in TERMINAL:
+        if executions.unstored(execution_id):
+            raise _end_not_stored()
+        raise StillRunning(f"The agent response did not stop within {CANCEL_WAIT_S:g} s; it is still {stored.status}.")
+    body: dict[str, Any] = stored.public()
     return json_response(200, body)
+
+
+def _end_not_stored() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The agent response has stopped, but its end could not be stored yet (the database is unavailable); "
+        "the server stores it as soon as it can."
+    )

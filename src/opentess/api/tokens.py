@@ -77,7 +77,7 @@ async def create_token(request: Request, principal: PrincipalDep, state: StateDe
     return json_response(201, {**record.public(), "token": secret})
 
 
-@router.patch("/tokens/{token_id}")
+@router.patch("/tokens/{token_id:id}")
 async def update_token(token_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     target = await _own(state, principal, token_id)
     body = await read_json_object(request)
@@ -100,7 +100,7 @@ async def update_token(token_id: int, request: Request, principal: PrincipalDep,
     return json_response(200, updated.public())
 
 
-@router.delete("/tokens/{token_id}")
+@router.delete("/tokens/{token_id:id}")
 async def revoke_token(token_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     await _own(state, principal, token_id)
     revoked = await state.store.tokens.revoke(token_id)

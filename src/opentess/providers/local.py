@@ -215,7 +215,8 @@ class LocalProvider(Provider):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
         try:
-            job = loop.run_in_executor(self._executor, _generate, model, request, queue, loop, cancel)
+            counter = metrics.child(metrics.LOCAL_TOKENS, self.name)
+            job = loop.run_in_executor(self._executor, _generate, model, request, queue, loop, cancel, counter)
             while True:
                 item = await queue.get()
                 if item is _END:
@@ -241,6 +242,7 @@ def _generate(
     queue: asyncio.Queue[Any],
     loop: asyncio.AbstractEventLoop,
     cancel: threading.Event,
+    counter: Any,
 ) -> None:
     """Runs in the model's thread: pushes text deltas, then a Completion, then _END."""
 
@@ -283,6 +285,7 @@ def _generate(
                     finish = "stop"
                     break
                 generated += 1
+                counter.inc()
                 delta, stopped = text.feed(decoder.decode(model.piece(token)))
                 if delta:
                     put(delta)

@@ -1,11 +1,13 @@
 """Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server, OpenRouter…).
 
 Requests go through opentess.providers.http (kept-alive connections pooled per origin). Upstream
-failures become UpstreamError (502) or UpstreamTimeout (504) with a message naming the model and the
-cause; raw tracebacks never leave."""
+failures become UpstreamError (502) or UpstreamTimeout (504) with a message naming the model and
+the kind of failure; the upstream's address and what it said are logged, never sent to the caller
+(they can name internal hosts, or echo a key)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +24,8 @@ from opentess.providers.base import (
     register,
 )
 from opentess.settings import ModelConfig, Settings
+
+log = logging.getLogger("opentess.providers.openai")
 
 
 async def close_sessions() -> None:
@@ -62,13 +66,15 @@ class OpenAIProvider(Provider):
         except TimeoutError as exc:
             raise UpstreamTimeout(f"model {self.name}: the upstream did not answer in time") from exc
         except OSError as exc:
-            raise UpstreamError(f"model {self.name}: cannot reach the upstream at {self._base}: {exc}") from exc
+            log.warning("model %s: cannot reach the upstream at %s: %s", self.name, self._base, exc)
+            raise UpstreamError(f"model {self.name}: cannot reach the upstream") from exc
         if resp.status >= 400:
             try:
                 detail = await self._error_detail(resp)
             finally:
                 resp.close()
-            raise UpstreamError(f"model {self.name}: the upstream answered HTTP {resp.status}: {detail}")
+            log.warning("model %s: the upstream at %s answered HTTP %s: %s", self.name, self._base, resp.status, detail)
+            raise UpstreamError(f"model {self.name}: the upstream answered HTTP {resp.status}")
         return resp
 
     @staticmethod
@@ -111,13 +117,13 @@ class OpenAIProvider(Provider):
                     try:
                         event = orjson.loads(payload)
                     except orjson.JSONDecodeError as exc:
-                        raise UpstreamError(
-                            f"model {self.name}: the upstream sent a malformed stream event: {payload[:200]!r}"
-                        ) from exc
+                        log.warning("model %s: malformed stream event from the upstream: %r", self.name, payload[:200])
+                        raise UpstreamError(f"model {self.name}: the upstream sent a malformed stream event") from exc
                     if not isinstance(event, dict):
                         raise UpstreamError(f"model {self.name}: the upstream sent a malformed stream event")
                     if "error" in event:
-                        raise UpstreamError(f"model {self.name}: the upstream failed mid-stream: {_message(event)}")
+                        log.warning("model %s: the upstream failed mid-stream: %s", self.name, _message(event))
+                        raise UpstreamError(f"model {self.name}: the upstream failed mid-stream")
                     if event.get("usage"):
                         usage = event["usage"]
                     for choice in event.get("choices") or ():
@@ -131,7 +137,8 @@ class OpenAIProvider(Provider):
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"model {self.name}: the upstream stopped sending for too long") from exc
             except OSError as exc:
-                raise UpstreamError(f"model {self.name}: the upstream connection failed: {exc}") from exc
+                log.warning("model %s: the upstream connection failed: %s", self.name, exc)
+                raise UpstreamError(f"model {self.name}: the upstream connection failed") from exc
             if not done and finish is None:
                 raise UpstreamError(f"model {self.name}: the upstream closed the stream before finishing")
             yield _completion(usage, finish, request, "".join(produced))
@@ -152,7 +159,8 @@ class OpenAIProvider(Provider):
         except TimeoutError as exc:
             raise UpstreamTimeout(f"model {self.name}: the upstream did not answer in time") from exc
         except OSError as exc:
-            raise UpstreamError(f"model {self.name}: the upstream connection failed: {exc}") from exc
+            log.warning("model %s: the upstream connection failed: %s", self.name, exc)
+            raise UpstreamError(f"model {self.name}: the upstream connection failed") from exc
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -163,7 +171,8 @@ class OpenAIProvider(Provider):
 
     def _parse_completion(self, data: dict[str, Any], request: ChatRequest) -> tuple[str, Completion]:
         if "error" in data:
-            raise UpstreamError(f"model {self.name}: the upstream failed: {_message(data)}")
+            log.warning("model %s: the upstream failed: %s", self.name, _message(data))
+            raise UpstreamError(f"model {self.name}: the upstream answered with an error")
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""

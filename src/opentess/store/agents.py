@@ -85,15 +85,23 @@ _LIVE = Agent.deleted_at.is_(None)
 class AgentStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        # the run routes read agents at most once a second (edits reach every process within 1 s)
-        self._recent: TTLCache[int, AgentRecord] = TTLCache(1.0)
+        # the run routes read agents at most once a second (edits reach every process within 1 s).
+        # Keyed by workspace, with misses cached too: an agent of another workspace and an id
+        # that does not exist take exactly the same path (no timing tells them apart).
+        self._recent: TTLCache[tuple[int, int], AgentRecord | None] = TTLCache(1.0)
 
     async def get_recent(self, agent_id: int, workspace_id: int) -> AgentRecord:
         """``get`` for the hot path: may be up to one second old."""
-        agent = await self._recent.get_or_load(agent_id, lambda: self.get(agent_id))
-        if agent.workspace_id != workspace_id:
+        agent = await self._recent.get_or_load((agent_id, workspace_id), lambda: self._find(agent_id, workspace_id))
+        if agent is None:
             raise AgentNotFound()
         return agent
+
+    async def _find(self, agent_id: int, workspace_id: int) -> AgentRecord | None:
+        try:
+            return await self.get(agent_id, workspace_id)
+        except AgentNotFound:
+            return None
 
     async def create(self, spec: AgentSpec, workspace_id: int) -> AgentRecord:
         now = utcnow()
@@ -177,7 +185,7 @@ class AgentStore:
             )
         if result.rowcount == 0:
             raise AgentNotFound()
-        self._recent.discard(agent_id)
+        self._recent.discard((agent_id, workspace_id))
         return await self.get(agent_id, workspace_id)
 
     async def delete(self, agent_id: int, workspace_id: int | None = None) -> None:
@@ -186,6 +194,9 @@ class AgentStore:
             stmt = stmt.where(Agent.workspace_id == workspace_id)
         async with self._engine.begin() as conn:
             result = await conn.execute(stmt)
-        self._recent.discard(agent_id)
+        if workspace_id is None:
+            self._recent.clear()
+        else:
+            self._recent.discard((agent_id, workspace_id))
         if result.rowcount == 0:
             raise AgentNotFound()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +65,19 @@ class ExecutionRecord:
             "updated_at": laravel(self.updated_at),
             "template_id": self.agent_id,
         }
+
+
+@dataclass(slots=True)
+class Conversation:
+    """What continuing a conversation needs: its root, its finished turns (the callers' messages
+    and the answers, in order), the executions they come from, the custom-field values of its
+    latest finished turn, and an execution of it that has not ended yet, if any."""
+
+    root_id: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    execution_ids: list[int] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+    running_id: int | None = None
 
 
 _PUBLIC_COLUMNS = [
@@ -238,8 +251,8 @@ class ExecutionStore:
             raise ExecutionNotFound()
         return dict(row._mapping)
 
-    async def conversation(self, root_id: int, agent_id: int, workspace_id: int) -> tuple[int, list[dict[str, Any]]]:
-        """(the root's id, the stored turns of that conversation in order) for continuing it.
+    async def conversation(self, root_id: int, agent_id: int, workspace_id: int) -> Conversation:
+        """The stored turns of a conversation, in order, for continuing it.
 
         ``root_id`` may name any execution of the conversation; ExecutionNotFound unless it is an
         execution of this agent in this workspace. Turns of failed or cancelled runs are skipped, and
@@ -259,16 +272,21 @@ class ExecutionStore:
             root = anchor.root_id or anchor.id
             rows = (
                 await conn.execute(
-                    select(Execution.turns, Execution.output)
+                    select(Execution.id, Execution.status, Execution.turns, Execution.output, Execution.params)
                     .where(
                         or_(Execution.root_id == root, and_(Execution.id == root, Execution.root_id.is_(None))),
-                        Execution.status == "succeeded",
+                        Execution.status.in_(("succeeded", *ACTIVE)),
                     )
                     .order_by(Execution.id)
                 )
             ).all()
-        history: list[dict[str, Any]] = []
-        for turns, output in rows:
-            history.extend(turns)
-            history.append({"role": "assistant", "content": output or ""})
-        return int(root), history
+        conversation = Conversation(int(root))
+        for execution_id, status, turns, output, params in rows:
+            if status in ACTIVE:
+                conversation.running_id = int(execution_id)
+                continue
+            conversation.history.extend(turns)
+            conversation.history.append({"role": "assistant", "content": output or ""})
+            conversation.execution_ids.append(int(execution_id))
+            conversation.fields = dict((params or {}).get("fields") or {})
+        return conversation
