@@ -16,7 +16,7 @@ from typing import Any
 from opentess.auth import Principal
 from opentess.errors import Conflict, InvalidInput, PayloadTooLarge
 from opentess.limits import Admission
-from opentess.providers import ChatRequest, ModelRegistry, Provider
+from opentess.providers import ChatRequest, ModelRegistry, Provider, Sampling
 from opentess.questions import as_number, default_of, match_option, validate_fields
 from opentess.runs import Run, RunRegistry, abandon
 from opentess.sandbox import TemplateSandbox
@@ -127,25 +127,22 @@ class ExecutionService:
             input_text = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
         messages = system + history + turns
         self._check_total(messages, rendered if system else "", history)
-        request = ChatRequest(
-            messages=messages,
+        sampling = Sampling(
             temperature=temperature,
             max_tokens=run.max_tokens,
             top_p=run.top_p,
-            stop=run.stop,
+            stop=tuple(run.stop),
             seed=run.seed,
             presence_penalty=run.presence_penalty,
             frequency_penalty=run.frequency_penalty,
         )
+        request = ChatRequest(messages=messages, sampling=sampling)
         params: dict[str, Any] = {"temperature": temperature, "tools": tools, "fields": values}
         if history_ids:
             # the history itself is the earlier executions' turns: storing it again with every
             # turn would make a conversation's storage grow with the square of its length
             params["history"] = history_ids
-        for key in ("max_tokens", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"):
-            value = getattr(run, key)
-            if value not in (None, []):
-                params[key] = value
+        params.update({k: v for k, v in sampling.given().items() if k != "temperature"})
         return RunPlan(
             agent=agent,
             model=model,

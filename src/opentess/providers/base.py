@@ -14,16 +14,36 @@ from opentess.errors import BadRequest, UpstreamError
 from opentess.settings import ModelConfig, Settings
 
 
-@dataclass(slots=True)
-class ChatRequest:
-    messages: list[dict[str, str]]
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How to sample an answer: the one declaration of these parameters, from the wire formats
+    (which parse into it) to the providers (which send or apply it) and the stored execution."""
+
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
-    stop: list[str] = field(default_factory=list)
+    stop: tuple[str, ...] = ()
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The parameters that are set, by name (the stop sequences as a list)."""
+        values: dict[str, Any] = {}
+        for name in SAMPLING_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value != ():
+                values[name] = list(value) if name == "stop" else value
+        return values
+
+
+SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    messages: list[dict[str, str]]
+    sampling: Sampling = field(default_factory=Sampling)
 
 
 @dataclass(slots=True)

@@ -257,22 +257,23 @@ def _generate(
                 f"the prompt is {len(tokens)} tokens long; this model's context holds {model.n_ctx}",
                 param="messages",
             )
-        max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
+        sampling = request.sampling
+        max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         llm = model.llm
         # the defaults of llama-cpp-python's create_completion, which earlier versions called
-        llm.set_seed(request.seed if request.seed is not None else random.getrandbits(32))
+        llm.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(32))
         tokens_out = llm.generate(
             tokens,
-            temp=0.8 if request.temperature is None else request.temperature,
-            top_p=0.95 if request.top_p is None else request.top_p,
+            temp=0.8 if sampling.temperature is None else sampling.temperature,
+            top_p=0.95 if sampling.top_p is None else sampling.top_p,
             top_k=40,
             min_p=0.05,
             typical_p=1.0,
             repeat_penalty=1.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=sampling.frequency_penalty or 0.0,
+            presence_penalty=sampling.presence_penalty or 0.0,
         )
-        text = StopText(template_stops + request.stop)
+        text = StopText([*template_stops, *sampling.stop])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         generated = 0
         finish = "length"

@@ -50,12 +50,7 @@ class OpenAIProvider(Provider):
         body: dict[str, Any] = {"model": self._upstream_model, "messages": request.messages, "stream": stream}
         if stream:
             body["stream_options"] = {"include_usage": True}
-        for key in ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty"):
-            value = getattr(request, key)
-            if value is not None:
-                body[key] = value
-        if request.stop:
-            body["stop"] = request.stop
+        body.update(request.sampling.given())
         return orjson.dumps(body)
 
     async def _post(self, request: ChatRequest, stream: bool) -> http.Response:
