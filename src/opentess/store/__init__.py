@@ -20,11 +20,11 @@ class Store:
         self.tokens = TokenStore(engine)
         self.agents = AgentStore(engine)
         self.executions = ExecutionStore(engine, pool_size, lock_wait_s)
-        self.instances = InstanceStore(engine)
+        self.instances = InstanceStore(engine, self.executions.writer)  # its writes on the same writer
 
 
 async def close_store(store: Store) -> None:
-    """Close the direct writer, then the engine."""
+    """Close the executions' writer (after the writes it has accepted), then the engine."""
     await store.executions.aclose()
     await store.engine.dispose()
 

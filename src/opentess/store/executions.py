@@ -14,14 +14,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.clock import laravel, utcnow
 from opentess.db.models import Execution
 from opentess.errors import ExecutionNotFound
-from opentess.store.writer import make_writer
+from opentess.store.writers import ExecutionWriter, make_writer
 
 log = logging.getLogger("opentess.store")
 ACTIVE = ("starting", "running")
@@ -95,14 +95,27 @@ def _record(row: Any) -> ExecutionRecord:
 
 
 class ExecutionStore:
-    def __init__(self, engine: AsyncEngine, pool_size: int = 10, lock_wait_s: float = 30.0) -> None:
+    """Executions: written through the writer seam (``opentess.store.writers``: the one for this
+    database unless ``writer`` is given), read through SQLAlchemy."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        pool_size: int = 10,
+        lock_wait_s: float = 30.0,
+        *,
+        writer: ExecutionWriter | None = None,
+    ) -> None:
         self._engine = engine
-        self._writer = make_writer(engine.url, pool_size, lock_wait_s)
+        self._writer = writer if writer is not None else make_writer(engine, pool_size, lock_wait_s)
         self._unstored: dict[int, dict[str, Any]] = {}
 
+    @property
+    def writer(self) -> ExecutionWriter:
+        return self._writer
+
     async def aclose(self) -> None:
-        if self._writer is not None:
-            await self._writer.aclose()
+        await self._writer.aclose()
 
     async def create(
         self,
@@ -128,11 +141,7 @@ class ExecutionStore:
             "turns": turns, "messages": messages, "params": params, "created_at": now, "updated_at": now,
             "instance_id": instance_id,
         }  # fmt: skip
-        if self._writer is not None:
-            return await self._writer.insert(values), now
-        async with self._engine.begin() as conn:
-            new_id = (await conn.execute(insert(Execution).values(**values).returning(Execution.id))).scalar_one()
-        return int(new_id), now
+        return await self._writer.insert(values), now
 
     async def finish(
         self,
@@ -171,11 +180,7 @@ class ExecutionStore:
         return now
 
     async def _write_end(self, execution_id: int, values: dict[str, Any]) -> None:
-        if self._writer is not None:
-            await self._writer.update(execution_id, values)
-            return
-        async with self._engine.begin() as conn:
-            await conn.execute(update(Execution).where(Execution.id == execution_id).values(**values))
+        await self._writer.update(execution_id, values)
 
     def unstored_ids(self) -> set[int]:
         return set(self._unstored)
@@ -197,10 +202,7 @@ class ExecutionStore:
         return len(self._unstored)
 
     async def set_status(self, execution_id: int, status: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(Execution).where(Execution.id == execution_id).values(status=status, updated_at=utcnow())
-            )
+        await self._writer.update(execution_id, {"status": status, "updated_at": utcnow()})
 
     async def get(self, execution_id: int, workspace_id: int | None = None) -> ExecutionRecord:
         stmt = select(*_PUBLIC_COLUMNS).where(Execution.id == execution_id)

@@ -1,6 +1,10 @@
 """Server instances and the reaper: a run belongs to the process that started it; when that
 process is gone (its heartbeat is stale, or — on this host — its pid no longer exists), the run
-is ended ``failed`` so that nothing stays ``running`` forever, whatever the number of processes."""
+is ended ``failed`` so that nothing stays ``running`` forever, whatever the number of processes.
+
+Its writes go through the executions' writer (``ExecutionWriter.execute``): on SQLite that is the
+one thread that writes everything of ours, so the reaper's bulk updates never fight the group
+commit for the database lock. Reads stay on the engine."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from opentess.clock import utcnow
 from opentess.db.models import Execution, ServerInstance
 from opentess.store.executions import ACTIVE
+from opentess.store.writers import ExecutionWriter
 
 INTERRUPTED = "interrupted by server restart"
 LOST = "ended by the server's recovery pass: no run was driving it"
@@ -31,30 +36,28 @@ def _pid_alive(pid: int) -> bool:
 
 
 class InstanceStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: ExecutionWriter) -> None:
         self._engine = engine
+        self._writer = writer
         self.hostname = socket.gethostname()[:255]
 
     async def register(self, instance_id: str) -> None:
         now = utcnow()
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(ServerInstance).values(
-                    id=instance_id, hostname=self.hostname, pid=os.getpid(), started_at=now, heartbeat_at=now
-                )
+        await self._writer.execute(
+            insert(ServerInstance).values(
+                id=instance_id, hostname=self.hostname, pid=os.getpid(), started_at=now, heartbeat_at=now
             )
+        )
 
     async def heartbeat(self, instance_id: str) -> None:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(ServerInstance).where(ServerInstance.id == instance_id).values(heartbeat_at=utcnow())
-            )
-        if result.rowcount == 0:  # reaped while paused (a long GC, a suspended VM): come back
+        (updated,) = await self._writer.execute(
+            update(ServerInstance).where(ServerInstance.id == instance_id).values(heartbeat_at=utcnow())
+        )
+        if updated == 0:  # reaped while paused (a long GC, a suspended VM): come back
             await self.register(instance_id)
 
     async def unregister(self, instance_id: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(ServerInstance).where(ServerInstance.id == instance_id))
+        await self._writer.execute(delete(ServerInstance).where(ServerInstance.id == instance_id))
 
     async def fail_lost(self, instance_id: str, driven: Collection[int], older_than_s: float) -> int:
         """Fail the active executions of this live process that no run drives (``driven``: the
@@ -68,11 +71,10 @@ class InstanceStore:
         ]
         if driven:
             conditions.append(Execution.id.not_in(list(driven)))
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(Execution).where(*conditions).values(status="failed", error=LOST, updated_at=utcnow())
-            )
-        return int(result.rowcount)
+        (failed,) = await self._writer.execute(
+            update(Execution).where(*conditions).values(status="failed", error=LOST, updated_at=utcnow())
+        )
+        return failed
 
     async def reap(self, stale_after_s: float) -> int:
         """Forget dead instances and fail their active runs; returns how many runs were failed."""
@@ -81,20 +83,14 @@ class InstanceStore:
             rows = (await conn.execute(select(ServerInstance.id, ServerInstance.hostname, ServerInstance.pid))).all()
         # on this host a dead process is known at once; elsewhere, by its silence
         dead = [r.id for r in rows if r.hostname == self.hostname and not _pid_alive(r.pid)]
-        async with self._engine.begin() as conn:
-            stale = (
-                await conn.execute(select(ServerInstance.id).where(ServerInstance.heartbeat_at < cutoff))
-            ).scalars()
-            dead = list({*dead, *stale})
-            if dead:
-                await conn.execute(delete(ServerInstance).where(ServerInstance.id.in_(dead)))
-            live = select(ServerInstance.id)
-            result = await conn.execute(
-                update(Execution)
-                .where(
-                    Execution.status.in_(ACTIVE),
-                    or_(Execution.instance_id.is_(None), Execution.instance_id.not_in(live)),
-                )
-                .values(status="failed", error=INTERRUPTED, updated_at=utcnow())
+        live = select(ServerInstance.id)
+        _, failed = await self._writer.execute(  # one transaction: forget the dead, fail what they ran
+            delete(ServerInstance).where(or_(ServerInstance.id.in_(dead), ServerInstance.heartbeat_at < cutoff)),
+            update(Execution)
+            .where(
+                Execution.status.in_(ACTIVE),
+                or_(Execution.instance_id.is_(None), Execution.instance_id.not_in(live)),
             )
-        return int(result.rowcount)
+            .values(status="failed", error=INTERRUPTED, updated_at=utcnow()),
+        )
+        return failed
