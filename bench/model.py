@@ -23,8 +23,7 @@ import aiohttp
 import orjson
 
 from bench import targets
-from opentess.providers.local import _Loaded, repack_weights, smollm2_path
-from opentess.settings import ModelConfig
+from opentess.providers.local import LocalSettings, _Loaded, repack_weights, smollm2_path
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank. "
 STORY = "Write a long, detailed story about a lighthouse keeper and a storm."
@@ -148,7 +147,7 @@ def llama_server() -> Iterator[tuple[str, int] | None]:
     port = targets.free_port()
     args = [str(LLAMA_SERVER), "-m", str(smollm2_path()), "-t", str(os.cpu_count()), "--port", str(port),
             "-c", "2048", "--host", "127.0.0.1"]  # fmt: skip
-    if not repack_weights(ModelConfig(provider="local")):
+    if not repack_weights(LocalSettings()):
         args.append("--no-repack")  # as opentess and the in-process runner load it
     with targets.process(args, f"http://127.0.0.1:{port}/health") as proc:
         yield f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid
@@ -199,7 +198,7 @@ def report(args: argparse.Namespace) -> str:
     # The runners take turns, prompt by prompt (each round starting with another runner), so that
     # the machine's drift over minutes falls on all of them alike rather than on whichever ran last.
     runners: dict[str, Callable[[str], Sample]] = {}
-    loaded = _Loaded(smollm2_path(), ModelConfig(provider="local"))
+    loaded = _Loaded(smollm2_path(), LocalSettings())
     runners["in-process llama-cpp-python"] = lambda text: in_process(loaded, text, max_tokens)
     with contextlib.ExitStack() as stack:
         upstream, _ = stack.enter_context(targets.fake_upstream())

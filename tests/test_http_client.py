@@ -1,6 +1,7 @@
 """The upstream leg's HTTP/1.1 client against a raw socket server that answers exactly as each test
 says: bodies by length, chunked, or ended by close; gzip; keep-alive reuse and its races; timeouts;
-answers that are not HTTP; TLS; a response dropped half-read; SSE split anywhere across reads."""
+answers that are not HTTP; TLS; a response dropped half-read; SSE split anywhere across reads; the
+cap on connections per origin, and closing an origin."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ class Server:
 Run = Callable[[Callable[[], Awaitable[None]]], None]
 
 
+_ORIGINS: list[http.Origin] = []
+
+
 @pytest.fixture(params=["asyncio", "uvloop"])
 def run(request: pytest.FixtureRequest) -> Run:
     """Runs a test's coroutine on asyncio's own loop and on uvloop (the server's loop)."""
@@ -73,7 +77,8 @@ def run(request: pytest.FixtureRequest) -> Run:
             try:
                 await main()
             finally:
-                http.close_origins()
+                while _ORIGINS:
+                    _ORIGINS.pop().close()
 
         factory = uvloop.new_event_loop if request.param == "uvloop" else None
         with asyncio.Runner(loop_factory=factory) as loop_runner:
@@ -82,8 +87,11 @@ def run(request: pytest.FixtureRequest) -> Run:
     return runner
 
 
-def origin(server: Server, read_timeout: float | None = 5.0) -> http.Origin:
-    return http.origin_for(server.url, 5.0, read_timeout)
+def origin(server: Server, read_timeout: float | None = 5.0, max_connections: int = 64) -> http.Origin:
+    """An origin for ``server``, closed when the test's coroutine ends."""
+    made = http.Origin(server.url, 5.0, read_timeout, max_connections)
+    _ORIGINS.append(made)
+    return made
 
 
 def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
@@ -235,7 +243,7 @@ def test_no_answer_in_time_is_a_timeout_and_no_listener_an_os_error(run: Run) ->
                 await origin(server, read_timeout=0.2).post(HEAD, b"{}")
             url = server.url
         with pytest.raises(ConnectionRefusedError):
-            await http.origin_for(url, 5.0, 1.0).post(HEAD, b"{}")
+            await http.Origin(url, 5.0, 1.0).post(HEAD, b"{}")
 
     run(main)
 
@@ -381,5 +389,96 @@ def test_idle_connections_are_dropped_not_reused(monkeypatch: pytest.MonkeyPatch
             assert server.connections == 4
             await asyncio.sleep(0.1)
             assert closed == 3
+
+    run(main)
+
+
+def test_connections_per_origin_are_capped_and_waiting_requests_take_released_ones(run: Run) -> None:
+    """With max_connections = 2, a third request waits; when a response is read and closed, the
+    waiting request goes out on that kept-alive connection (no third connection is ever opened)."""
+    release, two_arrived = asyncio.Event(), asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            if len(server.requests) == 2:
+                two_arrived.set()
+            await release.wait()
+            writer.write(answer(b"ok", "Content-Length: 2"))
+            await writer.drain()
+
+    server = Server(handler)
+
+    async def main() -> None:
+        async with server:
+            up = origin(server, max_connections=2)
+            posts = [asyncio.ensure_future(up.post(HEAD, b"{}")) for _ in range(3)]
+            await asyncio.wait_for(two_arrived.wait(), 5)
+            assert up.open_connections == 2 and not any(p.done() for p in posts)
+            release.set()
+            first = await posts[0]
+            assert await first.read() == b"ok"
+            first.close()  # pooled: the waiting request takes it
+            for post in posts[1:]:
+                resp = await post
+                assert await resp.read() == b"ok"
+                resp.close()
+            assert server.connections == 2 and len(server.requests) == 3
+
+    run(main)
+
+
+def test_no_free_connection_within_the_read_timeout_is_a_timeout(run: Run) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer(b"", "Content-Type: text/event-stream", "Transfer-Encoding: chunked"))
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server = Server(handler)
+
+    async def main() -> None:
+        async with server:
+            up = origin(server, read_timeout=0.2, max_connections=1)
+            busy = await up.post(HEAD, b"{}")  # its body never ends: the one connection stays busy
+            with pytest.raises(TimeoutError):
+                await up.post(HEAD, b"{}")
+            assert server.connections == 1
+            busy.close()
+            assert up.open_connections == 0
+
+    run(main)
+
+
+def test_closing_an_origin_closes_idle_and_busy_connections(run: Run) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                body = await server.read_request(reader)
+                if body == b"stream":
+                    writer.write(answer(b"", "Content-Type: text/event-stream", "Transfer-Encoding: chunked"))
+                    await writer.drain()
+                    await reader.read(1)  # until the client goes away
+                    return
+                writer.write(answer(b"ok", "Content-Length: 2"))
+                await writer.drain()
+        finally:
+            server.closed_by_client.set()
+
+    server = Server(handler)
+
+    async def main() -> None:
+        async with server:
+            up = origin(server)
+            busy = await up.post(HEAD, b"stream")
+            idle = await up.post(HEAD, b"{}")
+            assert await idle.read() == b"ok"
+            idle.close()
+            assert up.open_connections == 2 and server.connections == 2
+            up.close()
+            assert up.open_connections == 0
+            with pytest.raises(ConnectionResetError):
+                await busy.read()
+            await asyncio.wait_for(server.closed_by_client.wait(), 2)
 
     run(main)

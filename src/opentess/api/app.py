@@ -25,7 +25,6 @@ from opentess.coordination import make_cancel_bus, make_limiter
 from opentess.db.engine import make_engine, pending_migrations
 from opentess.limits import Admission
 from opentess.providers import ModelRegistry
-from opentess.providers.openai import close_sessions
 from opentess.sandbox import TemplateSandbox
 from opentess.service import ExecutionService
 from opentess.settings import Settings, load_settings
@@ -74,7 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await auth.drain()
             await models.aclose()
             await sandbox.aclose()
-            await close_sessions()
             await close_store(store)
 
     app = OpentessApp(

