@@ -202,7 +202,7 @@ def test_conversations_count_their_history_and_store_it_once(hard: tuple[LiveSer
     assert third.status_code == 413 and third.json()["error"]["param"] == "root_id"
     stored = execution(world.settings, second.json()["agent_response"]["id"])
     assert [m["role"] for m in stored["messages"]] == ["system", "user"]  # no copy of the history
-    assert stored["params"]["history"] == [root]
+    assert stored["context"]["conversation"]["executions"] == [root]
 
 
 # 7 and 8. integers, types and shapes that were 500s -----------------------------------------------------

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from opentess.limits import RateLimited, RedisLimiter
+from opentess.errors import RateLimited
+from opentess.limits import RedisLimiter
 from tests.support.backends import REDIS_ENV, postgres_database_or_skip, redis_url
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.processes import free_port, serve, write_config

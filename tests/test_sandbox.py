@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from opentess.agents import AgentSpec, validate_spec
-from opentess.errors import InvalidInput
+from opentess.errors import InvalidInput, TemplateProblem
 from opentess.questions import Question
-from opentess.sandbox import SandboxLimits, TemplateProblem, TemplateSandbox
+from opentess.sandbox import SandboxLimits, TemplateSandbox
 
 FREEZE = "{% for i in range(100000) %}{% for j in range(4000) %}{% endfor %}{% endfor %}{{ product }}"
 

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from opentess.errors import InvalidInput, parse_model
+from opentess.errors import InvalidInput, TemplateProblem, parse_model
 from opentess.questions import RESERVED, Question, coerce
-from opentess.sandbox import TemplateProblem, TemplateSandbox
+from opentess.sandbox import TemplateSandbox
 
 # reserved names the instructions may use: their values are known when the instructions render
 TEMPLATE_STEERING = ("model", "tools", "temperature")

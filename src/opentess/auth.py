@@ -9,9 +9,9 @@ from datetime import datetime
 
 from opentess.cache import TTLCache
 from opentess.clock import utcnow
-from opentess.errors import Forbidden, InvalidInput, Unauthenticated
+from opentess.errors import Forbidden, InvalidHeader, Unauthenticated
 from opentess.ids import parse_id
-from opentess.limits import Admission, Limits
+from opentess.limits import Limits
 from opentess.settings import Settings
 from opentess.store import Store, TokenRecord
 from opentess.store.tokens import hash_token
@@ -19,12 +19,6 @@ from opentess.store.tokens import hash_token
 # last_used_at is a hint for operators, not an audit log: write it at most once a minute per token
 _TOUCH_EVERY_S = 60.0
 CACHE_TTL_S = 1.0
-
-
-class InvalidHeader(InvalidInput):
-    """A malformed header stays 422 on every route, the OpenAI-compatible one included."""
-
-    openai_status = 422
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +31,11 @@ class Principal:
 
 
 class Authenticator:
-    """Resolves the caller and counts the request against their rate limits."""
+    """Resolves the caller: token → user → workspace, with the limits that apply to them
+    (counting requests against those limits is opentess.limits.Admission's)."""
 
-    def __init__(self, store: Store, settings: Settings, admission: Admission) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self._store = store
-        self._admission = admission
         self._defaults = settings
         # no database read per request: tokens and memberships are re-read at most once a
         # second, so a revocation reaches every process within one second
@@ -69,9 +63,7 @@ class Authenticator:
             raise Unauthenticated("This API token has expired")
         workspace_id = await self._workspace(token.user_id, token.default_workspace_id, workspace_header)
         self._touch(token.id)
-        limits = self._limits(token)
-        await self._admission.check_request(token.id, workspace_id, limits)
-        return Principal(token.id, token.user_id, workspace_id, limits, token.expires_at)
+        return Principal(token.id, token.user_id, workspace_id, self._limits(token), token.expires_at)
 
     def _limits(self, token: TokenRecord) -> Limits:
         d = self._defaults

@@ -1,8 +1,36 @@
-"""The domain's exception tree. Each error carries its HTTP status; one handler per wire format
-(native Tess JSON, OpenAI's error object) renders them at the edge."""
+"""The domain's exception tree. Each error carries its HTTP status; one renderer per wire format
+(native Tess JSON, OpenAI's error object: opentess.api.errors) turns them into answers at the
+edge. Driver, SDK and library errors are translated where they are caught (``raise … from``).
+
+::
+
+    OpentessError                       500  base of every error answered on purpose
+    ├── Unauthenticated                 401
+    ├── Forbidden                       403
+    ├── NotFound                        404
+    │   ├── AgentNotFound
+    │   ├── ExecutionNotFound
+    │   └── TokenNotFound
+    ├── Conflict                        409  the resource's state forbids it (inactive agent, …)
+    │   └── ExecutionCancelled          409  a run stopped on request while its caller waited
+    ├── BadRequest                      400  well-formed, but cannot be served as asked
+    ├── InvalidInput                    422  per-field errors (400 on the OpenAI route)
+    │   ├── InvalidHeader               422  on every route, the OpenAI one included
+    │   └── TemplateProblem             422  the instructions cannot be rendered
+    ├── PayloadTooLarge                 413
+    ├── RateLimited                     429  with retry_after
+    ├── UpstreamError                   502  the model backend failed
+    │   └── UpstreamTimeout             504
+    ├── ExecutionTimedOut               504  a run longer than its time limit
+    ├── StillRunning                    504  asked to stop, did not in time
+    ├── ModelError                      500  a local model failed to load or generate
+    ├── ServiceUnavailable              503
+    └── HTTPProblem                     any  a framework-level answer (404 route, 405 method)
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -67,6 +95,19 @@ class Conflict(OpentessError):
     openai_type = "invalid_request_error"
 
 
+CANCELLED_BY_REQUEST = "cancelled by request"
+
+
+class ExecutionCancelled(Conflict):
+    """A run stopped on purpose (by request, or the server shutting down) while its caller waited."""
+
+    error = "Cancelled"
+    openai_type = "cancelled"
+
+    def __init__(self, reason: str = CANCELLED_BY_REQUEST) -> None:
+        super().__init__("The run was cancelled" if reason == CANCELLED_BY_REQUEST else f"The run was {reason}")
+
+
 class BadRequest(OpentessError):
     """The request is well-formed JSON but cannot be served as asked (OpenAI route: 400)."""
 
@@ -93,10 +134,37 @@ class InvalidInput(OpentessError):
         self.errors = errors
 
 
+class InvalidHeader(InvalidInput):
+    """A malformed header stays 422 on every route, the OpenAI-compatible one included."""
+
+    openai_status = 422
+
+
+class TemplateProblem(InvalidInput):
+    """An agent's instructions cannot be rendered (syntax, a runtime error, a limit): a field
+    error on ``instructions``."""
+
+    def __init__(self, detail: str, kind: str) -> None:
+        super().__init__({"instructions": [f"The agent's instructions could not be rendered: {detail}"]})
+        self.detail = detail
+        self.kind = kind  # "syntax" | "runtime" | "limit" | "memory"
+
+
 class PayloadTooLarge(OpentessError):
     status = 413
     error = "Payload too large"
     openai_type = "invalid_request_error"
+
+
+class RateLimited(OpentessError):
+    status = 429
+    error = "Rate limit exceeded"
+    openai_type = "rate_limit_error"
+
+    def __init__(self, retry_after: float, what: str) -> None:
+        super().__init__("Rate limit exceeded", code="rate_limit_exceeded")
+        self.retry_after = max(1, math.ceil(retry_after))
+        self.what = what
 
 
 class UpstreamError(OpentessError):
@@ -111,6 +179,12 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     error = "Upstream timeout"
     openai_type = "upstream_timeout"
+
+
+class ExecutionTimedOut(OpentessError):
+    status = 504
+    error = "Run timed out"
+    openai_type = "timeout"
 
 
 class StillRunning(OpentessError):
@@ -133,6 +207,16 @@ class ServiceUnavailable(OpentessError):
     status = 503
     error = "Service unavailable"
     openai_type = "server_error"
+
+
+class HTTPProblem(OpentessError):
+    """An answer the framework decided (no such route, wrong method), in our wire formats."""
+
+    def __init__(self, status: int, name: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = name
+        self.openai_type = "invalid_request_error" if status < 500 else "server_error"
 
 
 def parse_model(model: type[M], data: Any) -> M:

@@ -4,27 +4,15 @@ atomic script, so that a limit of N holds exactly however many processes share i
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from opentess.errors import OpentessError
+from opentess.errors import RateLimited
 
 WINDOW_S = 60.0
-
-
-class RateLimited(OpentessError):
-    status = 429
-    error = "Rate limit exceeded"
-    openai_type = "rate_limit_error"
-
-    def __init__(self, retry_after: float, what: str) -> None:
-        super().__init__("Rate limit exceeded", code="rate_limit_exceeded")
-        self.retry_after = max(1, math.ceil(retry_after))
-        self.what = what
 
 
 @dataclass(frozen=True, slots=True)

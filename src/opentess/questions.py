@@ -195,14 +195,18 @@ def coerce(q: Question, value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
-def validate_fields(questions: list[Question], body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+def validate_fields(
+    questions: list[Question], body: dict[str, Any], earlier: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Validate the custom fields of ``body``: (values for the template, errors by field).
 
-    Values come from the body root, else the legacy ``answers`` object, else the question's
-    default. An optional field left out renders as an empty string.
+    Values come from the body root, else the legacy ``answers`` object, else ``earlier`` (the
+    values of the conversation being continued), else the question's default. An optional field
+    left out renders as an empty string.
     """
     answers = body.get("answers")
     legacy = answers if isinstance(answers, dict) else {}
+    earlier = earlier or {}
     values: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     for q in questions:
@@ -211,6 +215,8 @@ def validate_fields(questions: list[Question], body: dict[str, Any]) -> tuple[di
         value = body.get(q.name)
         if _is_missing(value):
             value = legacy.get(q.name)
+        if _is_missing(value):
+            value = earlier.get(q.name)
         if _is_missing(value):
             value = q.default  # a custom select has no implicit first-option default
         if _is_missing(value):

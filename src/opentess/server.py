@@ -8,6 +8,7 @@ cancels what is left so that every client gets a clean final event and every exe
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from typing import Any
 import uvicorn
 
 from opentess.connections import guarded_protocol, raise_open_files_limit
-from opentess.runs import SHUTDOWN
+from opentess.executions.live import SHUTDOWN
 from opentess.settings import Settings
 
 log = logging.getLogger("opentess.server")
@@ -43,6 +44,10 @@ class GracefulServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        tune_gc()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         if not self._draining and self._loop is not None:
@@ -54,7 +59,7 @@ class GracefulServer(uvicorn.Server):
         app = self.config.app
         state = getattr(getattr(app, "state", None), "opentess", None)
         if state is not None:
-            cancelled = state.service.runs.cancel_all(SHUTDOWN)
+            cancelled = state.service.registry.cancel_all(SHUTDOWN)
             if cancelled:
                 log.warning("grace period over: cancelled %d running execution(s)", cancelled)
 
@@ -71,6 +76,16 @@ class GracefulServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+def tune_gc() -> None:
+    """Process-wide collector tuning for a server process, once the app has started: everything
+    loaded so far lives as long as the process, so it is kept out of the cyclic GC's traversals
+    (which walked it again and again under load), and the young generation is collected less
+    often (measured: 0.25 → 0.19 ms of CPU per call, bench/README.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def uvicorn_config(app: Any, settings: Settings, loop: str = "uvloop") -> uvicorn.Config:

@@ -23,8 +23,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+import platformdirs
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opentess.connections import ConnectionLimits
 from opentess.sandbox import SandboxLimits
@@ -197,12 +207,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENTESS_", extra="forbid")
 
     config: Path | None = None
-    data_dir: Path = Path(".opentess")
+    # the same place for the server and every CLI command, wherever they are started from
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("opentess", appauthor=False)))
     database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)
     db_busy_timeout_s: float = Field(default=30.0, gt=0)
     host: str = "127.0.0.1"
     public_url: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     default_model: str = BUILTIN_MODEL
@@ -227,7 +239,7 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_connections: int = Field(default=4096, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"
     redis_url: str | None = None
     redis_prefix: str = "opentess:"
     rate_limit_rpm: int | None = Field(default=None, ge=1)
@@ -250,6 +262,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         raw_path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get("OPENTESS_CONFIG")
         return (init_settings, env_settings, _TomlSource(settings_cls, raw_path))
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_from_text(cls, value: Any) -> Any:
+        # OPENTESS_CORS_ORIGINS=https://a.example,https://b.example (or a JSON list)
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check_public_url(self) -> Settings:

@@ -2,47 +2,70 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from opentess.agents import parse_spec, validate_spec
+from opentess.api import schemas, wire
+from opentess.api.bodies import read_json_object
+from opentess.api.deps import PrincipalDep, StateDep
 from opentess.api.errors import json_response
 from opentess.api.pagination import envelope, page_of
-from opentess.api.state import PrincipalDep, StateDep, read_json_object
 
 router = APIRouter()
 
 
-@router.get("/agents")
-async def list_agents(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
+@router.get("/agents", response_model=schemas.AgentPage, responses=schemas.native_errors())
+async def list_agents(
+    request: Request,
+    principal: PrincipalDep,
+    state: StateDep,
+    q: Annotated[str | None, Query(description="Search title and descriptions")] = None,
+    type: Annotated[str | None, Query(description="chat or text")] = None,
+    page: schemas.PageQuery = None,
+    per_page: schemas.PerPageQuery = None,
+) -> Response:
     """The caller's workspace's agents; ``q`` searches title and descriptions, ``type`` filters."""
     errors: dict[str, list[str]] = {}
-    kind = request.query_params.get("type") or None
+    kind = type or None
     if kind is not None and kind not in ("chat", "text"):
         errors["type"] = ["The selected type is invalid. Valid options: chat, text."]
-    page = page_of(request, errors)
+    paging = page_of(request, errors)
     agents, total = await state.store.agents.search(
-        principal.workspace_id, q=request.query_params.get("q") or None, type=kind, offset=page.offset, limit=page.size
+        principal.workspace_id, q=q or None, type=kind, offset=paging.offset, limit=paging.size
     )
-    return json_response(200, envelope(request, [a.public() for a in agents], total, page))
+    return json_response(200, envelope(request, [wire.agent(a) for a in agents], total, paging))
 
 
-@router.get("/agents/{agent_id:id}")
+@router.get("/agents/{agent_id:id}", response_model=schemas.Agent, responses=schemas.native_errors(404))
 async def get_agent(agent_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     agent = await state.store.agents.get(agent_id, principal.workspace_id)
-    return json_response(200, agent.public())
+    return json_response(200, wire.agent(agent))
 
 
-@router.post("/agents", status_code=201)
+@router.post(
+    "/agents",
+    status_code=201,
+    response_model=schemas.ManagedAgent,
+    responses=schemas.native_errors(400),
+    openapi_extra=schemas.documented_body(schemas.AgentCreate),
+)
 async def create_agent(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     """Create an agent in the caller's workspace (beyond Tess). 422 names every invalid field."""
     spec = parse_spec(await read_json_object(request))
     await validate_spec(spec, state.settings.models, state.sandbox, state.settings.max_instructions_chars)
     agent = await state.store.agents.create(spec, principal.workspace_id)
-    return json_response(201, agent.management())
+    return json_response(201, wire.managed_agent(agent))
 
 
-@router.patch("/agents/{agent_id:id}")
+@router.patch(
+    "/agents/{agent_id:id}",
+    response_model=schemas.ManagedAgent,
+    responses=schemas.native_errors(400, 404),
+    openapi_extra=schemas.documented_body(schemas.AgentUpdate),
+)
 async def update_agent(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     """Change some fields of an agent; the result is validated as a whole."""
     agent = await state.store.agents.get(agent_id, principal.workspace_id)
@@ -52,10 +75,10 @@ async def update_agent(agent_id: int, request: Request, principal: PrincipalDep,
     spec = parse_spec({**current, **changes})
     await validate_spec(spec, state.settings.models, state.sandbox, state.settings.max_instructions_chars)
     updated = await state.store.agents.update(agent_id, principal.workspace_id, spec)
-    return json_response(200, updated.management())
+    return json_response(200, wire.managed_agent(updated))
 
 
-@router.delete("/agents/{agent_id:id}", status_code=204)
+@router.delete("/agents/{agent_id:id}", status_code=204, responses=schemas.native_errors(404))
 async def delete_agent(agent_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     """Delete an agent; its executions stay readable."""
     await state.store.agents.delete(agent_id, principal.workspace_id)

@@ -1,32 +1,37 @@
 """The application factory. Nothing happens at import time; the lifespan opens and closes the
-database engine, the model providers and the upstream HTTP pools."""
+database engine, the model providers, the template renderer and the coordination channels.
+
+Every request takes one path: the middleware stack (outermost first: observability, CORS,
+the error boundary, path rules, the body limit), then the router, whose first routes are the
+OpenAI-compatible hot route (a plain Starlette route, opentess.api.openai), then FastAPI's
+routes. The request path is drawn in docs/architecture.md."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from opentess import __version__
-from opentess.api import agents, errors, execute, health, openai_compat, responses, tokens
-from opentess.api.fastpath import FastRoute
-from opentess.api.limits import BodyLimit
+from opentess.api import agents, docs, errors, execute, executions, health, openai, tokens
+from opentess.api.body_limit import BodyLimit
+from opentess.api.deps import AppState
 from opentess.api.observability import Observability
 from opentess.api.paths import PathGuard
-from opentess.api.state import AppState
+from opentess.api.schemas import install_openapi
 from opentess.auth import Authenticator
 from opentess.coordination import make_cancel_bus, make_limiter
 from opentess.db.engine import make_engine, pending_migrations
+from opentess.executions.service import ExecutionService
 from opentess.limits import Admission
 from opentess.providers import ModelRegistry
 from opentess.sandbox import TemplateSandbox
-from opentess.service import ExecutionService
 from opentess.settings import Settings, load_settings
 from opentess.store import Store, close_store
 
@@ -43,12 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models = ModelRegistry(settings)
         sandbox = TemplateSandbox(settings.sandbox_limits())
         admission = Admission(make_limiter(settings), run_ttl_s=settings.run_timeout_s + 60)
-        auth = Authenticator(store, settings, admission)
+        auth = Authenticator(store, settings)
         instance_id = str(uuid.uuid4())
-        service = ExecutionService(store, models, settings, instance_id, admission, sandbox)
         bus = make_cancel_bus(settings)
-        await bus.start(service.runs.cancel)
-        app.state.opentess = AppState(settings, engine, store, models, service, auth, bus, sandbox)
+        service = ExecutionService(store, models, settings, instance_id, admission, sandbox, bus)
+        await bus.start(service.registry.cancel)
+        app.state.opentess = AppState(settings, engine, store, models, service, auth, admission, bus, sandbox)
         if await pending_migrations(engine):
             # `opentess serve` refuses this; an app started another way stays unready (/readyz)
             log.error("the database schema is not current; run `opentess migrate`")
@@ -56,17 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.instances.register(instance_id)
             await store.instances.reap(settings.instance_stale_s)
         keeper = asyncio.create_task(_housekeeping(service, instance_id, settings))
-        # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
-        # traversals, which walked it again and again under load, and collect the young
-        # generation less often (measured: 0.25 → 0.19 ms of CPU per call, bench/README.md)
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
         try:
             yield
         finally:
             keeper.cancel()
-            await service.runs.shutdown()
+            await service.shutdown()
             await bus.aclose()
             await admission.limiter.aclose()
             await store.instances.unregister(instance_id)
@@ -75,43 +74,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await sandbox.aclose()
             await close_store(store)
 
-    app = OpentessApp(
+    middleware = [
+        Middleware(Observability),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id", "retry-after"],
+            max_age=600,
+        ),
+        Middleware(errors.ErrorBoundary),
+        Middleware(PathGuard),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    ]
+    app = FastAPI(
         title="opentess",
         version=__version__,
-        description="Self-hosted Tess agent API with an OpenAI-compatible endpoint.",
+        description=(
+            "The Tess agent API, self-hosted: agents, their executions, and an OpenAI-compatible "
+            "chat completions endpoint per agent. Authenticate with an API token "
+            "(`Authorization: Bearer ot_…`)."
+        ),
         lifespan=lifespan,
+        middleware=middleware,
+        docs_url=None,  # served from the installed package (opentess.api.docs), not from a CDN
+        redoc_url=None,
+        redirect_slashes=False,  # PathGuard drops a trailing slash instead of redirecting by Host
     )
     errors.install(app)
+    app.router.routes[:0] = openai.routes()  # first: matched before anything else
     for prefix in ("", "/api"):
-        for module in (openai_compat, execute, agents, responses, tokens):
+        for module in (execute, agents, executions, tokens):
             app.include_router(module.router, prefix=prefix)
     app.include_router(health.router)
-    # Pure-ASGI layers in front of FastAPI's own stack: Observability sees every answer (413s
-    # included); FastRoute serves the hot route without the framework's layers.
-    app.router.redirect_slashes = False  # PathGuard drops trailing slashes instead
-    app.front = Observability(PathGuard(BodyLimit(FastRoute(app.framework, app), max_bytes=settings.max_body_bytes)))
+    docs.install(app)
+    install_openapi(app)
     return app
 
 
-class OpentessApp(FastAPI):
-    """FastAPI with our own pure-ASGI layers in front of it for HTTP requests."""
-
-    front: ASGIApp | None = None
-
-    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await super().__call__(scope, receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.front is not None:
-            scope["app"] = self
-            await self.front(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
-
-
 async def _housekeeping(service: ExecutionService, instance_id: str, settings: Settings) -> None:
-    """Heartbeat; store the ends of runs that could not be stored when they ended; fail the runs
-    of processes that died (any process may do it; it is idempotent)."""
+    """Heartbeat; store the ends of executions that could not be stored when they ended; fail
+    the executions of processes that died (any process may do it; it is idempotent) and those
+    of this process that nothing drives any more."""
     store = service.store
     beats = 0
     while True:
@@ -126,11 +131,11 @@ async def _housekeeping(service: ExecutionService, instance_id: str, settings: S
                     log.warning("failed %d execution(s) of server processes that stopped", failed)
                 lost = await store.instances.fail_lost(
                     instance_id,
-                    service.runs.ids() | store.executions.unstored_ids(),
+                    service.registry.ids() | store.executions.unstored_ids(),
                     older_than_s=settings.run_timeout_s + 60,
                 )
                 if lost:
-                    log.error("failed %d execution(s) of this process that no run was driving", lost)
+                    log.error("failed %d execution(s) of this process that nothing was driving", lost)
         except Exception:
             log.exception("housekeeping failed; retrying at the next heartbeat")
 

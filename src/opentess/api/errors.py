@@ -1,5 +1,10 @@
-"""Rendering errors in the wire format of the route: OpenAI's error object on the
-OpenAI-compatible route, the Tess/Laravel shape everywhere else (contract §1). Never a traceback."""
+"""Errors in the wire format of the route: OpenAI's error object on the OpenAI-compatible route,
+the Tess/Laravel shape everywhere else (contract §1). Never a traceback, never an HTML page.
+
+One renderer per format (``openai_error``, ``native_error``), chosen by the path in ``render``.
+Domain errors raised by a route are rendered by the framework's exception handlers
+(``install``); anything unexpected is caught by ``ErrorBoundary``, logged once with its cause,
+and answered 500 with ``Connection: close``."""
 
 from __future__ import annotations
 
@@ -11,9 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opentess.errors import InvalidInput, NotFound, OpentessError
-from opentess.limits import RateLimited
+from opentess.errors import HTTPProblem, InvalidInput, NotFound, OpentessError, RateLimited
 
 log = logging.getLogger("opentess.api")
 
@@ -75,16 +80,24 @@ def render(path: str, exc: OpentessError, headers: dict[str, str] | None = None)
 
 
 def render_unexpected(path: str) -> Response:
-    """The 500 of an error nobody expected: the connection is closed after it (the server
-    closes it anyway once the exception reaches it; saying so lets a pooling client know)."""
+    """The 500 of an error nobody expected; the connection is closed after it, and saying so
+    lets a pooling client know not to reuse it."""
     return render(path, OpentessError("Internal server error"), {"Connection": "close"})
 
 
+def note_failure(scope: Scope, exc: BaseException) -> None:
+    """Keep the cause of a 5xx answer for the request's log line (opentess.api.observability)."""
+    if not isinstance(exc, OpentessError) or exc.status >= 500:
+        message = exc.message if isinstance(exc, OpentessError) else f"{type(exc).__name__}: {exc}"
+        scope.setdefault("state", {})["error"] = message
+
+
 def install(app: FastAPI) -> None:
-    """Register one handler per error family; all of them choose the format by route."""
+    """Exception handlers for what routes raise; each chooses the format by route."""
 
     async def domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OpentessError)
+        note_failure(request.scope, exc)
         return render(request.url.path, exc)
 
     async def validation(request: Request, exc: Exception) -> Response:
@@ -93,7 +106,7 @@ def install(app: FastAPI) -> None:
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ())]
             if loc and loc[0] == "path":
-                # a non-numeric id names nothing that exists: same answer as a missing one
+                # an id that is no id names nothing that exists: same answer as a missing one
                 return render(request.url.path, NotFound("Not found"))
             errors.setdefault(".".join(loc[1:]) or loc[0] if loc else "request", []).append(str(err.get("msg")))
         return render(request.url.path, InvalidInput(errors or {"request": ["Invalid request."]}))
@@ -101,16 +114,38 @@ def install(app: FastAPI) -> None:
     async def http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         name = _HTTP_NAMES.get(exc.status_code, "Error")
-        err = OpentessError(str(exc.detail) if exc.detail else name)
-        err.status, err.error = exc.status_code, name
-        err.openai_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return render(request.url.path, err, dict(exc.headers or {}))  # e.g. Allow on a 405
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return render_unexpected(request.url.path)
+        problem = HTTPProblem(exc.status_code, name, str(exc.detail) if exc.detail else name)
+        return render(request.url.path, problem, dict(exc.headers or {}))  # e.g. Allow on a 405
 
     app.add_exception_handler(OpentessError, domain)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(HTTPException, http)
-    app.add_exception_handler(Exception, unexpected)
+
+
+class ErrorBoundary:
+    """Pure ASGI middleware: an exception no handler took becomes a logged 500 in the route's
+    format (or, once the answer has begun, a closed connection), and goes no further."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            note_failure(scope, exc)
+            if not started:
+                await render_unexpected(scope["path"])(scope, receive, send)
+            # else the answer is incomplete: the server closes the connection when we return

@@ -1,24 +1,30 @@
-"""POST /agents/{id}/execute — native Tess execution (contract §4): wait, background, stream."""
+"""POST /agents/{id}/execute — native Tess execution (contract §4): wait, background, stream.
+
+The route parses Tess's body (the wait flag in the body or the query, Tess's message rules,
+every problem collected for one 422) into an ``ExecutionRequest``; the execution service does
+the rest; the route encodes executions and execution events."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from opentess.api.errors import json_response
+from opentess.api import schemas, wire
+from opentess.api.bodies import read_json_object
+from opentess.api.deps import CallerDep, StateDep
+from opentess.api.errors import json_response, note_failure
 from opentess.api.sse import EventStreamResponse
-from opentess.api.state import PrincipalDep, StateDep, read_json_object
 from opentess.clock import laravel
-from opentess.errors import OpentessError
+from opentess.errors import ExecutionCancelled, OpentessError
+from opentess.executions.live import ExecutionResult, LiveExecution
+from opentess.executions.request import ExecutionRequest
 from opentess.ids import parse_id
-from opentess.runs import Run, RunCancelled, RunResult
-from opentess.service import RunInput
+from opentess.providers import Sampling
 
 log = logging.getLogger("opentess.api.execute")
 router = APIRouter()
@@ -71,6 +77,9 @@ def parse_messages(raw: Any, errors: dict[str, list[str]]) -> list[dict[str, str
     if raw is None:
         errors["messages"] = ["The messages field is required."]
         return []
+    if isinstance(raw, str) and raw.strip():
+        # clients that turn every question into a text field (Pipedream) send the message itself
+        return [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
         errors["messages"] = ["The messages field must be a non-empty array."]
         return []
@@ -111,68 +120,93 @@ def _root_id(body: dict[str, Any], errors: dict[str, list[str]]) -> int | None:
     return value
 
 
-def starting_object(run: Run) -> dict[str, Any]:
-    """The execution object of a run that has just been stored (no read back needed)."""
-    created = laravel(run.created_at)
-    return {
-        "id": run.id,
-        "status": run.status,
-        "input": run.plan.input_text,
-        "output": None,
-        "error": None,
-        "credits": None,
-        "root_id": run.root_id,
-        "created_at": created,
-        "updated_at": created,
-        "template_id": run.plan.agent.id,
-    }
-
-
-@router.post("/agents/{agent_id:id}/execute")
-async def execute(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
-    agent = await state.store.agents.get_recent(agent_id, principal.workspace_id)
-    body = await read_json_object(request)
+def parse_request(body: dict[str, Any], request: Request) -> tuple[ExecutionRequest, bool, bool]:
+    """(the execution request, wait?, stream?) with every problem found collected in its
+    ``errors`` (the service adds its own and answers 422 naming them all)."""
     errors: dict[str, list[str]] = {}
     wait = _flag(body, request, ("waitExecution", "wait_execution"), errors)
     stream = _flag(body, request, ("stream",), errors) if "stream" in body else False
-    messages = parse_messages(body.get("messages"), errors) if agent.type == "chat" else []
-    run_input = RunInput(
-        messages=messages,
+    execution_request = ExecutionRequest(
+        messages=parse_messages(body.get("messages"), errors),
         fields=body,
+        sampling=_sampling(body, errors),
         temperature=body.get("temperature"),
         model=body.get("model"),
         tools=body.get("tools"),
         root_id=_root_id(body, errors),
+        errors=errors,
     )
-    plan = await state.service.prepare(principal, agent, run_input, lenient_model=False, errors=errors)
+    return execution_request, wait, stream
+
+
+def _sampling(body: dict[str, Any], errors: dict[str, list[str]]) -> Sampling:
+    """``max_tokens`` / ``max_completion_tokens`` (the latter wins), as on the OpenAI route."""
+    max_tokens = None
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is None or value == "":
+            continue
+        number = parse_id(value)  # a positive integer, as digits or a JSON number
+        if number is None or number > 2**31 - 1:
+            errors[name] = [f"The {name} field must be a positive integer."]
+        else:
+            max_tokens = number
+    return Sampling(max_tokens=max_tokens)
+
+
+@router.post(
+    "/agents/{agent_id:id}/execute",
+    response_model=schemas.ExecuteResponse,
+    responses={
+        **schemas.native_errors(400, 404, 409, 502, 504),
+        200: {
+            "description": "The execution (or, with `stream`, its events as `text/event-stream`)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+    openapi_extra=schemas.documented_body(schemas.ExecuteRequest),
+)
+async def execute(
+    agent_id: int,
+    request: Request,
+    caller: CallerDep,
+    state: StateDep,
+    waitExecution: Annotated[str | None, Query(description="Wait for the end (true/false)")] = None,
+    wait_execution: Annotated[str | None, Query(description="The same, snake_case")] = None,
+) -> Response:
+    """Run the agent: in the background (answers at once, `starting`), waiting for the end (up
+    to the wait limit), or streaming execution events."""
+    body = await read_json_object(request, empty_is_object=True)
+    execution_request, wait, stream = parse_request(body, request)
+    service = state.service
     if stream:
-        run = await state.service.start(principal, plan, "execute")
-        request.state.run = run
+        live = await service.start(caller, agent_id, execution_request, source="execute")
+        request.state.execution = live
         return EventStreamResponse(
-            _events(run),
+            _events(live, service.stream(live)),
             keepalive_s=state.settings.sse_keepalive_s,
-            on_early_error=lambda exc: _failed_stream(run, exc),
-            on_late_error=lambda exc: _event(_final_failure(run, exc)),
+            on_early_error=lambda exc: _failed_stream(request, live, exc),
+            on_late_error=lambda exc: _event(_final_failure(request, live, exc)),
         )
-    run = await state.service.start(principal, plan, "execute", status="starting")
-    request.state.run = run
-    answer = starting_object(run)
-    task = state.service.runs.spawn(run.drain())
+    live = await service.start(caller, agent_id, execution_request, source="execute", background=True)
+    request.state.execution = live
+    answer = wire.live_execution(live)
+    task = service.run_in_background(live)
     if wait:
-        await asyncio.wait({task}, timeout=state.settings.wait_limit_s)
-        answer = (await state.store.executions.get(run.id)).public()
-    return json_response(200, {"template_id": str(agent.id), "responses": [answer]})
+        await service.wait(task, state.settings.wait_limit_s)
+        answer = wire.execution(await state.store.executions.get(live.id))
+    return json_response(200, {"template_id": str(live.plan.agent_id), "responses": [answer]})
 
 
 def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def _events(run: Run) -> AsyncIterator[bytes]:
+async def _events(live: LiveExecution, events: AsyncIterator[str | ExecutionResult]) -> AsyncIterator[bytes]:
     """Tess execution events: ``running`` with only the new text, then ``completed``."""
-    base = starting_object(run)
+    base = wire.live_execution(live)
     base["status"] = "running"
-    async for item in run.events():
+    async for item in events:
         if isinstance(item, str):
             base["output"] = item
             yield _event(base)
@@ -180,7 +214,7 @@ async def _events(run: Run) -> AsyncIterator[bytes]:
             yield _event(_completed(base, item))
 
 
-def _completed(base: dict[str, Any], result: RunResult) -> dict[str, Any]:
+def _completed(base: dict[str, Any], result: ExecutionResult) -> dict[str, Any]:
     return {
         **base,
         "status": "completed",
@@ -190,25 +224,25 @@ def _completed(base: dict[str, Any], result: RunResult) -> dict[str, Any]:
     }
 
 
-def _final_failure(run: Run, exc: BaseException) -> dict[str, Any]:
-    obj = starting_object(run)
-    if isinstance(exc, RunCancelled):
+def _final_failure(request: Request, live: LiveExecution, exc: BaseException) -> dict[str, Any]:
+    note_failure(request.scope, exc)
+    obj = wire.live_execution(live)
+    if isinstance(exc, ExecutionCancelled):
         obj.update(status="cancelled", error=exc.message)
     elif isinstance(exc, OpentessError):
         obj.update(status="failed", error=exc.message)
     else:
-        log.error("execution %s failed", run.id, exc_info=exc)
+        log.error("execution %s failed", live.id, exc_info=exc)
         obj.update(status="failed", error="internal error")
     obj["output"] = ""
     return obj
 
 
-def _failed_stream(run: Run, exc: BaseException) -> Response:
-    """A run that fails before its first token still answers as a stream: its one event says so."""
-    if not isinstance(exc, OpentessError):
-        log.error("execution %s failed", run.id, exc_info=exc)
+def _failed_stream(request: Request, live: LiveExecution, exc: BaseException) -> Response:
+    """An execution that fails before its first token still answers as a stream: its one event
+    says so."""
     return Response(
-        _event(_final_failure(run, exc)),
+        _event(_final_failure(request, live, exc)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -7,27 +7,28 @@ from sqlalchemy import text
 from starlette.responses import Response
 
 from opentess import metrics
+from opentess.api import schemas
+from opentess.api.deps import StateDep
 from opentess.api.errors import json_response
-from opentess.api.state import StateDep
 from opentess.db.engine import current_revision, head_revision
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=schemas.Health)
 async def healthz() -> Response:
     """The process is alive and serving."""
     return json_response(200, {"status": "ok"})
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def prometheus_metrics() -> Response:
     """Prometheus exposition (all worker processes together)."""
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=schemas.Readiness, responses={503: {"model": schemas.Readiness}})
 async def readyz(state: StateDep) -> Response:
     """The database answers and its schema is at the latest migration."""
     try:

@@ -71,8 +71,8 @@ class Observability:
         overhead = metrics.child(metrics.OVERHEAD_SECONDS, template)
         requests.inc()
         seconds.observe(duration)
-        run = state.get("run")
-        model_seconds = run.model_seconds if run is not None else 0.0
+        execution = state.get("execution")
+        model_seconds = execution.model_seconds if execution is not None else 0.0
         overhead.observe(max(0.0, duration - model_seconds))
         if not log.isEnabledFor(logging.INFO):
             return
@@ -85,6 +85,7 @@ class Observability:
                 "path": scope["path"],
                 "status": status,
                 "duration_ms": round(duration * 1000, 3),
-                "execution_id": run.id if run is not None else None,
+                "execution_id": execution.id if execution is not None else None,
+                "error": state.get("error"),
             },
         )

@@ -6,8 +6,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from opentess.api import schemas, wire
+from opentess.api.bodies import read_json_object
+from opentess.api.deps import AppState, PrincipalDep, StateDep
 from opentess.api.errors import json_response
-from opentess.api.state import AppState, PrincipalDep, StateDep, read_json_object
 from opentess.auth import Principal
 from opentess.authority import MAX_EXPIRY_DAYS, MAX_LIMIT, Ceiling, child_token, limit_change
 from opentess.errors import NotFound, TokenNotFound, parse_model
@@ -55,13 +57,19 @@ async def _own(state: AppState, principal: Principal, token_id: int) -> TokenRec
     return token
 
 
-@router.get("/tokens")
+@router.get("/tokens", response_model=schemas.TokenList, responses=schemas.native_errors())
 async def list_tokens(principal: PrincipalDep, state: StateDep) -> Response:
     tokens = await state.store.tokens.for_user(principal.user_id)
-    return json_response(200, {"data": [t.public() for t in tokens]})
+    return json_response(200, {"data": [wire.token(t) for t in tokens]})
 
 
-@router.post("/tokens", status_code=201)
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=schemas.TokenWithSecret,
+    responses=schemas.native_errors(400),
+    openapi_extra=schemas.documented_body(TokenCreate),
+)
 async def create_token(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     spec = parse_model(TokenCreate, await read_json_object(request))
     child = child_token(_ceiling(principal, state), spec.expires_in_days, spec.rpm_limit, spec.concurrency_limit)
@@ -74,10 +82,15 @@ async def create_token(request: Request, principal: PrincipalDep, state: StateDe
         parent_id=principal.token_id,
     )
     state.auth.forget_tokens()
-    return json_response(201, {**record.public(), "token": secret})
+    return json_response(201, {**wire.token(record), "token": secret})
 
 
-@router.patch("/tokens/{token_id:id}")
+@router.patch(
+    "/tokens/{token_id:id}",
+    response_model=schemas.Token,
+    responses=schemas.native_errors(400, 404),
+    openapi_extra=schemas.documented_body(TokenUpdate),
+)
 async def update_token(token_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     target = await _own(state, principal, token_id)
     body = await read_json_object(request)
@@ -97,12 +110,12 @@ async def update_token(token_id: int, request: Request, principal: PrincipalDep,
             )
     updated = await state.store.tokens.update(token_id, **changes)
     state.auth.forget_tokens()
-    return json_response(200, updated.public())
+    return json_response(200, wire.token(updated))
 
 
-@router.delete("/tokens/{token_id:id}")
+@router.delete("/tokens/{token_id:id}", response_model=schemas.Token, responses=schemas.native_errors(404))
 async def revoke_token(token_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     await _own(state, principal, token_id)
     revoked = await state.store.tokens.revoke(token_id)
     state.auth.forget_tokens()
-    return json_response(200, revoked.public())
+    return json_response(200, wire.token(revoked))

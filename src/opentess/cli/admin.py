@@ -9,6 +9,7 @@ import click
 import yaml
 
 from opentess.agents import parse_spec, validate_spec
+from opentess.api import wire
 from opentess.authority import MAX_EXPIRY_DAYS, MAX_LIMIT
 from opentess.cli.common import domain_errors, emit, run_with_store, settings_from
 from opentess.clock import laravel
@@ -24,11 +25,11 @@ def _workspace(ws: WorkspaceRecord) -> dict[str, Any]:
 
 
 def _token(t: TokenRecord) -> dict[str, Any]:
-    return t.public()
+    return wire.token(t)
 
 
 def _agent(a: AgentRecord) -> dict[str, Any]:
-    return a.management()
+    return wire.managed_agent(a)
 
 
 # users ----------------------------------------------------------------------------------------

@@ -121,6 +121,8 @@ class Execution(Base):
     messages: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # validated inputs and sampling parameters (temperature, tools, custom fields, max_tokens…)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # what each context source contributed: {"instructions": {...}, "conversation": {...}, …}
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 

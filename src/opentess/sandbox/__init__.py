@@ -23,21 +23,11 @@ from typing import Any
 
 import orjson
 
-from opentess.errors import InvalidInput, OpentessError
+from opentess.errors import OpentessError, TemplateProblem
 
 log = logging.getLogger("opentess.sandbox")
 KILL_GRACE_S = 1.0  # how long past its own alarm a child may take before it is killed
 POISON_S = 600.0  # how long a template that hit the time limit is refused without rendering
-
-
-class TemplateProblem(InvalidInput):
-    """The instructions cannot be rendered (syntax, a runtime error, a limit): a field error on
-    ``instructions`` (422 on the native routes, 400 on the OpenAI route)."""
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__({"instructions": [f"The agent's instructions could not be rendered: {message}"]})
-        self.detail = message
-        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)

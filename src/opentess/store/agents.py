@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.agents import AgentSpec, slugify
 from opentess.cache import TTLCache
-from opentess.clock import laravel, utcnow
+from opentess.clock import utcnow
 from opentess.db.models import Agent
 from opentess.errors import AgentNotFound
 from opentess.questions import Question
@@ -41,27 +41,6 @@ class AgentRecord:
             long_description=self.long_description, visibility=self.visibility,  # type: ignore[arg-type]
             slug=self.slug, active=bool(self.active), instructions=self.instructions, questions=self.questions,
         )  # fmt: skip
-
-    def public(self) -> dict[str, Any]:
-        """The agent object of the Tess API (contract §2): no instructions."""
-        return {
-            "id": self.id,
-            "title": self.title,
-            "description": self.description,
-            "long_description": self.long_description,
-            "workspace_id": self.workspace_id,
-            "visibility": self.visibility,
-            "slug": self.slug,
-            "active": self.active,
-            "type": self.type,
-            "questions": [q.model_dump(exclude_none=True) for q in self.questions],
-            "created_at": laravel(self.created_at),
-            "updated_at": laravel(self.updated_at),
-        }
-
-    def management(self) -> dict[str, Any]:
-        """The public object plus the instructions template (management API, CLI)."""
-        return {**self.public(), "instructions": self.instructions}
 
     def question(self, name: str) -> Question | None:
         for q in self.questions:

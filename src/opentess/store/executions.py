@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opentess.clock import laravel, utcnow
+from opentess.clock import utcnow
 from opentess.db.models import Execution
 from opentess.errors import ExecutionNotFound
 from opentess.store.writers import ExecutionWriter, make_writer
@@ -51,21 +51,6 @@ class ExecutionRecord:
     created_at: datetime
     updated_at: datetime
 
-    def public(self) -> dict[str, Any]:
-        """The execution object of the Tess API (contract §4, §5)."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "credits": self.credits,
-            "root_id": self.root_id,
-            "created_at": laravel(self.created_at),
-            "updated_at": laravel(self.updated_at),
-            "template_id": self.agent_id,
-        }
-
 
 @dataclass(slots=True)
 class Conversation:
@@ -81,7 +66,7 @@ class Conversation:
 
 
 _PUBLIC_COLUMNS = [
-    c for c in Execution.__table__.c if c.name not in ("turns", "messages", "params", "user_id", "token_id")
+    c for c in Execution.__table__.c if c.name not in ("turns", "messages", "params", "context", "user_id", "token_id")
 ]
 
 
@@ -131,6 +116,7 @@ class ExecutionStore:
         turns: list[dict[str, Any]],
         messages: list[dict[str, Any]],
         params: dict[str, Any],
+        context: dict[str, Any] | None = None,
         status: str = "running",
         instance_id: str | None = None,
     ) -> tuple[int, datetime]:
@@ -138,8 +124,8 @@ class ExecutionStore:
         values = {
             "workspace_id": workspace_id, "agent_id": agent_id, "user_id": user_id, "token_id": token_id,
             "root_id": root_id, "source": source, "status": status, "input": input, "model": model,
-            "turns": turns, "messages": messages, "params": params, "created_at": now, "updated_at": now,
-            "instance_id": instance_id,
+            "turns": turns, "messages": messages, "params": params, "context": context or {},
+            "created_at": now, "updated_at": now, "instance_id": instance_id,
         }  # fmt: skip
         return await self._writer.insert(values), now
 

@@ -6,12 +6,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opentess.clock import laravel, utcnow
+from opentess.clock import utcnow
 from opentess.db.models import ApiToken, User
 from opentess.errors import NotFound
 
@@ -37,22 +36,6 @@ class TokenRecord:
     rpm_limit: int | None = None
     concurrency_limit: int | None = None
     parent_id: int | None = None
-
-    def public(self) -> dict[str, Any]:
-        """The token as the API and the CLI show it: never its secret or hash."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "user": self.user_email,
-            "prefix": self.prefix,
-            "created_at": laravel(self.created_at),
-            "expires_at": laravel(self.expires_at),
-            "revoked_at": laravel(self.revoked_at),
-            "last_used_at": laravel(self.last_used_at),
-            "rpm_limit": self.rpm_limit,
-            "concurrency_limit": self.concurrency_limit,
-            "parent_id": self.parent_id,
-        }
 
 
 _COLUMNS = (*ApiToken.__table__.c, User.email.label("user_email"), User.default_workspace_id)

@@ -1,7 +1,10 @@
 """POST /agents/{id}/openai/chat/completions — the OpenAI-compatible endpoint (contract §3).
 
-Parsing is hand-written rather than a pydantic model: the body is free-form OpenAI JSON, every
-rejection must name its parameter, and the hot path should not build models per request."""
+The hot route: a plain Starlette ``Route`` first in the router, whose endpoint is an ASGI
+callable (no dependency injection, no per-route wrapper; measured, nearly all of a framework
+route's cost), behind every middleware like any route. Parsing is hand-written rather than a
+pydantic model: the body is free-form OpenAI JSON and every rejection must name its parameter;
+the published schema (``opentess.api.schemas.ChatCompletionRequest``) says what it accepts."""
 
 from __future__ import annotations
 
@@ -11,20 +14,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from opentess.api.errors import json_response, openai_error, render
+from opentess.api import wire
+from opentess.api.bodies import read_json_object
+from opentess.api.deps import AppState, app_state, authenticate
+from opentess.api.errors import json_response, note_failure, openai_error, render
 from opentess.api.observability import next_request_id
 from opentess.api.sse import EventStreamResponse, unless_disconnected
-from opentess.api.state import AppState, authenticate, read_json_object
 from opentess.errors import BadRequest, OpentessError
+from opentess.executions.live import ExecutionResult, LiveExecution
+from opentess.executions.request import ExecutionRequest
 from opentess.ids import parse_id
-from opentess.runs import Run, RunResult
-from opentess.service import RunInput
+from opentess.providers import Sampling
 
 log = logging.getLogger("opentess.api.openai")
-router = APIRouter()
+PATH = "/agents/{agent_id:id}/openai/chat/completions"
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # OpenAI parameters that would change the answer in ways we cannot honour: rejected unless neutral
@@ -104,8 +112,8 @@ def _int(body: dict[str, Any], key: str, minimum: int) -> int | None:
     return value
 
 
-def parse_request(body: dict[str, Any]) -> tuple[RunInput, bool, bool]:
-    """(the run input, stream?, include usage chunk?) or BadRequest naming the parameter."""
+def parse_request(body: dict[str, Any]) -> tuple[ExecutionRequest, bool, bool]:
+    """(the execution request, stream?, include usage chunk?) or BadRequest naming the parameter."""
     for key, allowed in _NEUTRAL.items():
         if key in body and body[key] not in allowed:
             raise _bad(f"{key}={body[key]!r} is not supported by this endpoint.", key)
@@ -148,24 +156,28 @@ def parse_request(body: dict[str, Any]) -> tuple[RunInput, bool, bool]:
     temperature = body.get("temperature")
     if isinstance(temperature, bool):
         raise _bad("temperature must be a number.", "temperature")
-    run = RunInput(
-        messages=parse_messages(body.get("messages")),
-        fields=body,
-        temperature=temperature,
-        model=body.get("model"),
-        tools=body.get("tools"),
-        root_id=root,
+    sampling = Sampling(
         max_tokens=max_tokens,
         top_p=_number(body, "top_p", 0, 1),
-        stop=stops,
+        stop=tuple(stops),
         seed=seed,
         presence_penalty=_number(body, "presence_penalty", -2, 2),
         frequency_penalty=_number(body, "frequency_penalty", -2, 2),
     )
-    return run, stream, bool(options.get("include_usage"))
+    request = ExecutionRequest(
+        messages=parse_messages(body.get("messages")),
+        fields=body,
+        sampling=sampling,
+        temperature=temperature,
+        model=body.get("model"),
+        tools=body.get("tools"),
+        root_id=root,
+        lenient_model=True,
+    )
+    return request, stream, bool(options.get("include_usage"))
 
 
-def _usage(result: RunResult) -> dict[str, int]:
+def _usage(result: ExecutionResult) -> dict[str, int]:
     c = result.completion
     return {
         "prompt_tokens": c.prompt_tokens,
@@ -174,79 +186,88 @@ def _usage(result: RunResult) -> dict[str, int]:
     }
 
 
-def _agent_response(run: Run, result: RunResult | None, status: str) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "root_id": run.root_id,
-        "status": status,
-        "credits": result.credits if result else None,
-    }
+class ChatCompletions:
+    """The route's ASGI endpoint."""
 
+    route: Route | None = None  # its route, named in the scope for the metrics and logs
 
-@router.post("/agents/{agent_id:id}/openai/chat/completions")
-async def chat_completions(agent_id: int, request: Request) -> Response:
-    """OpenAI Chat Completions for one agent. Served by ``FastRoute`` (api/fastpath.py) ahead of
-    FastAPI's stack; registered here too so that it is documented in the OpenAPI schema."""
-    return await handle(agent_id, request, request.app.state.opentess)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self.route
+        request = Request(scope, receive)
+        response = await self.handle(scope["path_params"]["agent_id"], request, app_state(request))
+        await response(scope, receive, send)
 
-
-async def handle(agent_id: int, request: Request, state: AppState) -> Response:
-    principal = await authenticate(request, state)
-    agent = await state.store.agents.get_recent(agent_id, principal.workspace_id)
-    body = await read_json_object(request)
-    if agent.type != "chat":
-        raise BadRequest(
-            f"Agent {agent.id} is a {agent.type} agent; the OpenAI-compatible endpoint serves chat agents only "
-            "(use POST /agents/{id}/execute)."
+    async def handle(self, agent_id: int, request: Request, state: AppState) -> Response:
+        principal = await authenticate(request, state)
+        body = await read_json_object(request)
+        execution_request, stream, include_usage = parse_request(body)
+        service = state.service
+        live = await service.start(
+            principal, agent_id, execution_request, source="openai", chat_only=True, complete_early=not stream
         )
-    run_input, stream, include_usage = parse_request(body)
-    plan = await state.service.prepare(principal, agent, run_input, lenient_model=True)
-    run = await state.service.start(principal, plan, "openai", complete_early=not stream)
-    request.state.run = run
-    completion_id = "chatcmpl-" + next_request_id()[8:]
-    created = int(time.time())
-    if not stream:
-        result = await unless_disconnected(request.receive, run.complete())
-        if result is None:  # the client left; the run is stored as cancelled
-            return Response(status_code=499)
-        return json_response(
-            200,
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": plan.model,
-                "system_fingerprint": None,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": result.output, "refusal": None},
-                        "logprobs": None,
-                        "finish_reason": result.completion.finish_reason,
-                    }
-                ],
-                "usage": _usage(result),
-                "agent_response": _agent_response(run, result, result.status),
-            },
+        request.state.execution = live
+        completion_id = "chatcmpl-" + next_request_id()[8:]
+        created = int(time.time())
+        model = live.plan.model
+        if not stream:
+            result = await unless_disconnected(request.receive, service.complete(live))
+            if result is None:  # the client left; the execution is stored as cancelled
+                return Response(status_code=499)
+            return json_response(
+                200,
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": None,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": result.output, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": result.completion.finish_reason,
+                        }
+                    ],
+                    "usage": _usage(result),
+                    "agent_response": wire.agent_response(live, result),
+                },
+            )
+        scope = request.scope
+        return EventStreamResponse(
+            _chunks(live, service.stream(live), completion_id, created, model, include_usage),
+            keepalive_s=state.settings.sse_keepalive_s,
+            on_early_error=lambda exc: _early_error(scope, exc),
+            on_late_error=lambda exc: _late_error(scope, exc),
         )
-    path = request.url.path
-    return EventStreamResponse(
-        _chunks(run, completion_id, created, plan.model, include_usage),
-        keepalive_s=state.settings.sse_keepalive_s,
-        on_early_error=lambda exc: _early_error(path, exc),
-        on_late_error=_late_error,
-    )
 
 
-async def _chunks(run: Run, completion_id: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+def routes() -> list[Route]:
+    """The hot route at both prefixes, to be placed first in the router."""
+    found = []
+    for prefix in ("", "/api"):
+        endpoint = ChatCompletions()
+        endpoint.route = Route(prefix + PATH, endpoint=endpoint, methods=["POST"])
+        found.append(endpoint.route)
+    return found
+
+
+async def _chunks(
+    live: LiveExecution,
+    events: AsyncIterator[str | ExecutionResult],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
     """chat.completion.chunk events. The constant part of every chunk is serialised once; each
     token costs one orjson.dumps of its text."""
     envelope = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
     head = b"data: " + orjson.dumps(envelope)[:-1] + b',"system_fingerprint":null,"choices":[{"index":0,"delta":'
     tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if include_usage else b"") + b"}\n\n"
     first = True
-    result: RunResult | None = None
-    async for item in run.events():
+    result: ExecutionResult | None = None
+    async for item in events:
         if isinstance(item, str):
             if first:
                 first = False
@@ -263,7 +284,7 @@ async def _chunks(run: Run, completion_id: str, created: int, model: str, includ
         **envelope,
         "system_fingerprint": None,
         "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": result.completion.finish_reason}],
-        "agent_response": _agent_response(run, result, result.status),
+        "agent_response": wire.agent_response(live, result),
     }
     if include_usage:
         final["usage"] = None
@@ -274,14 +295,16 @@ async def _chunks(run: Run, completion_id: str, created: int, model: str, includ
     yield b"data: [DONE]\n\n"
 
 
-def _early_error(path: str, exc: BaseException) -> Response:
+def _early_error(scope: Scope, exc: BaseException) -> Response:
+    note_failure(scope, exc)
     if isinstance(exc, OpentessError):
-        return render(path, exc)
+        return render(scope["path"], exc)
     log.error("stream failed before its first chunk", exc_info=exc)
-    return render(path, OpentessError("Internal server error"))
+    return render(scope["path"], OpentessError("Internal server error"))
 
 
-def _late_error(exc: BaseException) -> bytes:
+def _late_error(scope: Scope, exc: BaseException) -> bytes:
+    note_failure(scope, exc)
     if not isinstance(exc, OpentessError):
         log.error("stream failed after its first chunk", exc_info=exc)
         exc = OpentessError("Internal server error")

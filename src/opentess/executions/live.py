@@ -1,55 +1,58 @@
-"""Runs in flight: one stored execution being generated, and the registry that can cancel any of
-them by id and ends them all at shutdown.
+"""One execution in flight: the state machine between its stored start and its stored end.
 
-A run is cancelled three ways, each stored as ``cancelled`` with the partial output: its client
-disconnects (the serving task is cancelled), someone calls ``POST /agent-responses/{id}/cancel``
-(``Run.cancel``), or the server shuts down (``RunRegistry.shutdown``). Only a cancel by request
-turns into a ``RunCancelled`` error for a caller who is still listening."""
+An execution is stopped three ways, each stored as ``cancelled`` with the partial output: its
+client disconnects (the serving task is cancelled), someone calls ``POST
+/agent-responses/{id}/cancel`` (``LiveExecution.cancel``), or the server shuts down
+(``ExecutionRegistry.shutdown``). Only a cancel by request turns into an ``ExecutionCancelled``
+error for a caller who is still listening; a run past its time limit is stored ``failed``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentess import metrics
-from opentess.errors import OpentessError, UpstreamError, UpstreamTimeout
-from opentess.providers import Completion
+from opentess.errors import (
+    CANCELLED_BY_REQUEST,
+    ExecutionCancelled,
+    ExecutionTimedOut,
+    OpentessError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from opentess.providers import ChatRequest, Completion, Provider
+from opentess.settings import ModelConfig
 from opentess.store import Store
 from opentess.store.executions import STORAGE_ERRORS
 
-if TYPE_CHECKING:
-    from opentess.service import RunPlan
-
-log = logging.getLogger("opentess.runs")
-BY_REQUEST = "cancelled by request"
+log = logging.getLogger("opentess.executions")
+BY_REQUEST = CANCELLED_BY_REQUEST
 SHUTDOWN = "cancelled: the server shut down"
 TIMEOUT = "timed out"
 DISCONNECTED = "cancelled: the client disconnected"
 
 
-class RunCancelled(OpentessError):
-    status = 409
-    error = "Cancelled"
-    openai_type = "cancelled"
+@dataclass(slots=True)
+class ExecutionPlan:
+    """Everything an execution needs once its inputs are validated and its context assembled."""
 
-    def __init__(self, reason: str = BY_REQUEST) -> None:
-        super().__init__("The run was cancelled" if reason == BY_REQUEST else f"The run was {reason}")
-
-
-class RunTimedOut(OpentessError):
-    status = 504
-    error = "Run timed out"
-    openai_type = "timeout"
+    agent_id: int
+    model: str
+    model_config: ModelConfig
+    provider: Provider
+    request: ChatRequest
+    input_text: str
+    root_id: int | None
 
 
 @dataclass(slots=True)
-class RunResult:
-    """The stored end of a run."""
+class ExecutionResult:
+    """The stored end of an execution."""
 
     status: str
     output: str
@@ -58,13 +61,13 @@ class RunResult:
     updated_at: datetime
 
 
-class Run:
+class LiveExecution:
     """One stored execution being generated."""
 
     def __init__(
         self,
         store: Store,
-        plan: RunPlan,
+        plan: ExecutionPlan,
         execution_id: int,
         created_at: datetime,
         status: str = "running",
@@ -81,7 +84,7 @@ class Run:
         self.timeout_s = timeout_s
         self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._on_end: list[Callable[[Run], Awaitable[None] | None]] = []
+        self._on_end: list[Callable[[LiveExecution], Awaitable[None] | None]] = []
         self.ended = asyncio.Event()
         self.model_seconds = 0.0  # time spent waiting on the model, for the overhead metric
         self._began = time.perf_counter()
@@ -97,7 +100,7 @@ class Run:
         execution was being stored."""
         self._early, self._early_began = early, began
 
-    def on_end(self, callback: Callable[[Run], Awaitable[None] | None]) -> None:
+    def on_end(self, callback: Callable[[LiveExecution], Awaitable[None] | None]) -> None:
         """Call ``callback`` once the run has stored its end (release a lease, forget the run)."""
         self._on_end.append(callback)
 
@@ -126,8 +129,8 @@ class Run:
             except STORAGE_ERRORS as exc:
                 log.warning("could not mark execution %s running: %s", self.id, exc)
 
-    async def events(self) -> AsyncIterator[str | RunResult]:
-        """Text deltas, then the RunResult once the execution is stored as finished.
+    async def events(self) -> AsyncIterator[str | ExecutionResult]:
+        """Text deltas, then the ExecutionResult once the execution is stored as finished.
 
         A failure is stored ``failed`` and re-raised; a cancellation is stored ``cancelled``."""
         completion: Completion | None = None
@@ -174,7 +177,7 @@ class Run:
             if not finished:  # the consumer closed the iterator early: it is gone
                 await self._end("cancelled", error=self.cancel_reason or DISCONNECTED)
 
-    async def complete(self) -> RunResult:
+    async def complete(self) -> ExecutionResult:
         """Run to the end without streaming (providers may use a cheaper non-streaming call)."""
         early, self._early = self._early, None
         self._started()
@@ -200,7 +203,7 @@ class Run:
         self.parts = [text]
         return await self._finish(completion)
 
-    async def drain(self) -> RunResult | None:
+    async def drain(self) -> ExecutionResult | None:
         """Consume the run in the background (/execute without streaming); failures are stored."""
         try:
             await self.mark_running()
@@ -220,12 +223,12 @@ class Run:
         if self.cancel_reason == TIMEOUT:
             message = f"The run timed out after {self.timeout_s:g} s"
             await self._end("failed", error=message)
-            return RunTimedOut(message)
+            return ExecutionTimedOut(message)
         reason = self.cancel_reason or BY_REQUEST
         await self._end("cancelled", error=reason)
-        return RunCancelled(reason)
+        return ExecutionCancelled(reason)
 
-    async def _finish(self, completion: Completion) -> RunResult:
+    async def _finish(self, completion: Completion) -> ExecutionResult:
         output = self.output
         credits = self.plan.model_config.credits(completion.prompt_tokens, completion.completion_tokens)
         self.status = "succeeded"
@@ -247,7 +250,7 @@ class Run:
         model = self.plan.model
         metrics.child(metrics.TOKENS, model, "in").inc(completion.prompt_tokens)
         metrics.child(metrics.TOKENS, model, "out").inc(completion.completion_tokens)
-        return RunResult("succeeded", output, completion, credits, updated_at)
+        return ExecutionResult("succeeded", output, completion, credits, updated_at)
 
     async def _end(self, status: str, *, error: str) -> None:
         """Store a failed/cancelled end (the store retries, and keeps an end it cannot write
@@ -274,49 +277,6 @@ class Run:
                     await asyncio.shield(pending)
             except Exception:
                 log.exception("an end-of-run callback of execution %s failed", self.id)
-
-
-class RunRegistry:
-    """The runs of this process by execution id, and the background tasks that drive some of them."""
-
-    def __init__(self) -> None:
-        self._runs: dict[int, Run] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def add(self, run: Run) -> Run:
-        self._runs[run.id] = run
-        run.on_end(lambda r: self._forget(r.id))
-        return run
-
-    def _forget(self, execution_id: int) -> None:
-        self._runs.pop(execution_id, None)
-
-    def cancel(self, execution_id: int, reason: str = BY_REQUEST) -> bool:
-        run = self._runs.get(execution_id)
-        return run is not None and run.cancel(reason)
-
-    def get(self, execution_id: int) -> Run | None:
-        return self._runs.get(execution_id)
-
-    def ids(self) -> set[int]:
-        return set(self._runs)
-
-    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``work`` independently of the request that started it (kept referenced here)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def cancel_all(self, reason: str) -> int:
-        """Stop every run of this process; returns how many were running."""
-        return sum(run.cancel(reason) for run in list(self._runs.values()))
-
-    async def shutdown(self) -> None:
-        """Cancel every run of this process and wait until each has stored its end."""
-        self.cancel_all(SHUTDOWN)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def abandon(task: asyncio.Future[Any]) -> None:

@@ -1,0 +1,94 @@
+"""Wire objects: one builder each, from the stored records to the shapes the API answers with
+(documented by the per-operation schemas of opentess.api.schemas; a test checks that every
+builder's output validates against its schema). Records never render themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentess.clock import laravel
+from opentess.executions.live import ExecutionResult, LiveExecution
+from opentess.store import AgentRecord, ExecutionRecord, TokenRecord
+
+
+def execution(record: ExecutionRecord) -> dict[str, Any]:
+    """The Tess execution object ("agent response", contract §4, §5)."""
+    return {
+        "id": record.id,
+        "status": record.status,
+        "input": record.input,
+        "output": record.output,
+        "error": record.error,
+        "credits": record.credits,
+        "root_id": record.root_id,
+        "created_at": laravel(record.created_at),
+        "updated_at": laravel(record.updated_at),
+        "template_id": record.agent_id,
+    }
+
+
+def live_execution(live: LiveExecution) -> dict[str, Any]:
+    """The execution object of one that has just been stored (no read back needed)."""
+    created = laravel(live.created_at)
+    return {
+        "id": live.id,
+        "status": live.status,
+        "input": live.plan.input_text,
+        "output": None,
+        "error": None,
+        "credits": None,
+        "root_id": live.root_id,
+        "created_at": created,
+        "updated_at": created,
+        "template_id": live.plan.agent_id,
+    }
+
+
+def agent_response(live: LiveExecution, result: ExecutionResult | None) -> dict[str, Any]:
+    """The ``agent_response`` object the OpenAI-compatible route adds to its answers."""
+    return {
+        "id": live.id,
+        "root_id": live.root_id,
+        "status": result.status if result else live.status,
+        "credits": result.credits if result else None,
+    }
+
+
+def agent(record: AgentRecord) -> dict[str, Any]:
+    """The agent object of the Tess API (contract §2): no instructions."""
+    return {
+        "id": record.id,
+        "title": record.title,
+        "description": record.description,
+        "long_description": record.long_description,
+        "workspace_id": record.workspace_id,
+        "visibility": record.visibility,
+        "slug": record.slug,
+        "active": record.active,
+        "type": record.type,
+        "questions": [q.model_dump(exclude_none=True) for q in record.questions],
+        "created_at": laravel(record.created_at),
+        "updated_at": laravel(record.updated_at),
+    }
+
+
+def managed_agent(record: AgentRecord) -> dict[str, Any]:
+    """The agent object plus its instructions template (management API, CLI)."""
+    return {**agent(record), "instructions": record.instructions}
+
+
+def token(record: TokenRecord) -> dict[str, Any]:
+    """An API token as the API and the CLI show it: never its secret or hash."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "user": record.user_email,
+        "prefix": record.prefix,
+        "created_at": laravel(record.created_at),
+        "expires_at": laravel(record.expires_at),
+        "revoked_at": laravel(record.revoked_at),
+        "last_used_at": laravel(record.last_used_at),
+        "rpm_limit": record.rpm_limit,
+        "concurrency_limit": record.concurrency_limit,
+        "parent_id": record.parent_id,
+    }
