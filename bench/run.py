@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench import load, targets
@@ -84,6 +85,13 @@ def table(columns: list[Column], workers: int) -> str:
         lines.append(
             f"| {label} | {fmt(values['direct'])} | {fmt(r)} | {fmt(o)} | {fmt(ll)} | {ratio(o, r)} | {ratio(o, ll)} |"
         )
+    base = by.get("baseline")
+    if base is not None:
+        lines += ["", f"Against the baseline source tree ({BASELINE_NAME}), measured in the same run:", "",
+                  "| scenario | baseline | opentess | opentess / baseline |", "|---|---|---|---|"]  # fmt: skip
+        for key, label, _better in SCENARIOS:
+            b, o = base.median(key), by["opentess"].median(key) if "opentess" in by else None
+            lines.append(f"| {label} | {fmt(b)} | {fmt(o)} | {ratio(o, b)} |")
     errors = {c.name: c.errors for c in columns if c.errors}
     if errors:
         lines += ["", f"Failed requests during the run: {errors}"]
@@ -104,6 +112,13 @@ def run_http(args: argparse.Namespace) -> str:
                 ("relay", lambda: targets.relay(upstream)),
                 ("opentess", functools.partial(targets.opentess, upstream, workers, args.database_url)),
             ]
+            if args.baseline_src:
+                plan.append(
+                    (
+                        "baseline",
+                        functools.partial(targets.opentess, upstream, workers, args.database_url, args.baseline_src),
+                    )
+                )
             if targets.litellm_installed() and not args.without_litellm:
                 plan.append(("litellm", functools.partial(targets.litellm, upstream, workers)))
             for name, factory in plan:
@@ -131,6 +146,14 @@ def run_http(args: argparse.Namespace) -> str:
 
 
 sections_columns: dict[int, list[Column]] = {}
+BASELINE_NAME = ""
+
+
+def _describe(tree: Path) -> str:
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"commit {commit}" if commit else str(tree)
 
 
 def run_memory(args: argparse.Namespace) -> str:
@@ -186,8 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory", action="store_true", help="RSS after 5,000 and 10,000 requests")
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="tiny durations: checks the harness, not speed")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also measure the opentess of this source tree (e.g. `git worktree add /tmp/base <commit>`)",
+    )
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args(argv)
+    if args.baseline_src:
+        global BASELINE_NAME
+        BASELINE_NAME = _describe(args.baseline_src)
     args.workers = [int(w) for w in args.workers.split(",")]
     if args.quick:
         args.repeat, args.duration, args.memory_requests = 1, 1.0, 200

@@ -120,8 +120,12 @@ def _cli(env: dict[str, str], *args: str) -> dict[str, object]:
 
 
 @contextmanager
-def opentess(upstream: str, workers: int = 1, database_url: str | None = None) -> Iterator[tuple[Target, int]]:
-    """opentess on the embedded SQLite defaults (or ``database_url``), an agent on the fake upstream."""
+def opentess(
+    upstream: str, workers: int = 1, database_url: str | None = None, source: Path | None = None
+) -> Iterator[tuple[Target, int]]:
+    """opentess on the embedded SQLite defaults (or ``database_url``), an agent on the fake upstream.
+    ``source``: run the opentess of another source tree (an earlier commit's worktree) instead,
+    with this environment's packages, to compare the two in one run."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "opentess.toml"
@@ -134,7 +138,10 @@ def opentess(upstream: str, workers: int = 1, database_url: str | None = None) -
             "OPENTESS_DATA_DIR": str(Path(tmp) / "data"),
             "OPENTESS_CONFIG": str(config),
             "OPENTESS_LOG_LEVEL": "warning",
+            "OPENTESS_LOG_FORMAT": "json",
         }
+        if source is not None:
+            env["PYTHONPATH"] = str(Path(source).resolve() / "src")
         if database_url:
             env["OPENTESS_DATABASE_URL"] = database_url
             subprocess.run([sys.executable, "-m", "opentess", "migrate"], env={**os.environ, **env}, check=True,
@@ -150,7 +157,7 @@ def opentess(upstream: str, workers: int = 1, database_url: str | None = None) -
         with process(args, f"http://127.0.0.1:{port}/healthz", env) as proc:
             yield (
                 Target(
-                    "opentess",
+                    "baseline" if source is not None else "opentess",
                     f"http://127.0.0.1:{port}/agents/{agent['id']}/openai/chat/completions",
                     {"Authorization": f"Bearer {token['token']}"},
                     local_url=f"http://127.0.0.1:{port}/agents/{local['id']}/openai/chat/completions",

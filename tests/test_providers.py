@@ -31,10 +31,12 @@ from prometheus_client import REGISTRY
 
 from opentess.errors import UpstreamError, UpstreamTimeout
 from opentess.providers import ChatRequest, Completion, ModelRegistry, Provider, Sampling
-from opentess.providers.base import SAMPLING_FIELDS
 from opentess.settings import Settings
 from tests.support import fake_provider
 from tests.support.fake_upstream import FakeUpstream
+
+# the sampling parameters, as the wire formats name them
+SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
 
 MODEL = "contract-model"
 MESSAGES = [{"role": "user", "content": "Say hello."}]

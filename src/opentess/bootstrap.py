@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opentess.agents import AgentSpec, validate_spec
-from opentess.errors import BadRequest
+from opentess.errors import Conflict
 from opentess.questions import Question
 from opentess.sandbox import TemplateSandbox
 from opentess.settings import BUILTIN_MODEL, Settings
@@ -46,7 +46,7 @@ async def first_start(store: Store, settings: Settings) -> FirstStart | None:
         return None
     try:
         user, workspace = await store.users.create(DEFAULT_EMAIL, "Admin")
-    except BadRequest:  # another process starting at the same moment seeded it
+    except Conflict:  # another process starting at the same moment seeded it
         return None
     spec = demo_agent_spec()
     async with TemplateSandbox(settings.sandbox_limits()) as sandbox:

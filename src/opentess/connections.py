@@ -13,7 +13,7 @@ connection (the rules of Apache's mod_reqtimeout, which reverse proxies mirror):
 - at most ``max_connections`` open connections per process: the next one gets 503 and is closed;
 - idle kept-alive connections close after ``keepalive_timeout_s`` (uvicorn's own timer).
 
-The hot path pays two timer operations per request."""
+A request whose head and body arrive in one read (nearly all of them) arms no timer at all."""
 
 from __future__ import annotations
 
@@ -59,20 +59,24 @@ _HEAD_TOO_LARGE = _plain(
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the limits of the module docstring."""
+    """uvicorn's httptools protocol with the limits of the module docstring.
+
+    Timers are armed only for what is still missing once a read has been parsed: a request
+    whose head and body arrive in one read (nearly all of them) arms none."""
 
     limits = ConnectionLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._in_head = True
+        self._in_head = True  # between two requests, or inside a head
+        self._in_body = False
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_started = 0.0
         self._body_received = 0
         self._refused = False
-        self._head_began_in_chunk = False
+        self._message_ended = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -83,7 +87,8 @@ class GuardedProtocol(HttpToolsProtocol):
             log.warning("refused a connection: %d are open (max_connections)", len(self.connections))
             return
         super().connection_made(transport)
-        self._arm_head_timer()
+        # a connection that sends nothing at all is closed after header_timeout_s
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -94,32 +99,31 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._in_head and self._head_timer is None:
-            self._arm_head_timer()  # the first byte of a request on a kept-alive connection
-        self._head_began_in_chunk = False
+        self._message_ended = False
         super().data_received(data)
-        if self._in_head and not self._head_began_in_chunk and not self.transport.is_closing():
-            # the whole chunk was head: a head that ended inside it cleared _in_head, and one that
-            # began inside it (after a body) is counted from the next chunk
-            self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_header_bytes:
-                self._reject(_HEAD_TOO_LARGE)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            if not self._message_ended:  # the whole read was head (one that began after a body starts next time)
+                self._head_bytes += len(data)
+                if self._head_bytes > self.limits.max_header_bytes:
+                    self._reject(_HEAD_TOO_LARGE)
+                    return
+                if self._head_timer is None and self._head_bytes:
+                    self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        elif self._in_body and self._body_timer is None:
+            self._body_started = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._in_body = True
         self._head_bytes = 0
+        self._body_received = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
         super().on_headers_complete()
-        if self._expects_body():
-            self._body_started = self.loop.time()
-            self._body_received = 0
-            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
 
     def on_body(self, body: bytes) -> None:
         self._body_received += len(body)
@@ -131,19 +135,9 @@ class GuardedProtocol(HttpToolsProtocol):
             self._body_timer = None
         super().on_message_complete()
         self._in_head = True
+        self._in_body = False
         self._head_bytes = 0
-        self._head_began_in_chunk = True
-
-    def _expects_body(self) -> bool:
-        for name, value in self.headers:
-            if name == b"content-length":
-                return value.strip() not in (b"0", b"")
-            if name == b"transfer-encoding":
-                return True
-        return False
-
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        self._message_ended = True
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -152,7 +146,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _check_body(self) -> None:
         self._body_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or not self._in_body:
             return
         now = self.loop.time()
         if self.flow.read_paused:  # the server is not reading: the client is not at fault

@@ -97,6 +97,7 @@ def uvicorn_config(app: Any, settings: Settings, loop: str = "uvloop") -> uvicor
         loop=loop,
         http=guarded_protocol(settings.connection_limits()),
         timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
+        root_path=settings.root_path,
         log_level=settings.log_level,
         log_config=None,  # opentess.logs configures logging
         access_log=False,  # one structured line per request comes from our middleware

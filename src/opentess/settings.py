@@ -214,6 +214,7 @@ class Settings(BaseSettings):
     db_busy_timeout_s: float = Field(default=30.0, gt=0)
     host: str = "127.0.0.1"
     public_url: str | None = None
+    root_path: str = ""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)

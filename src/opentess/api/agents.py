@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
 from opentess.agents import parse_spec, validate_spec
-from opentess.api import schemas, wire
+from opentess.api import routing, schemas, wire
 from opentess.api.bodies import read_json_object
 from opentess.api.deps import PrincipalDep, StateDep
 from opentess.api.errors import json_response
 from opentess.api.pagination import envelope, page_of
 
-router = APIRouter()
+router = routing.router()
 
 
 @router.get("/agents", response_model=schemas.AgentPage, responses=schemas.native_errors())

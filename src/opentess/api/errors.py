@@ -3,8 +3,9 @@ the Tess/Laravel shape everywhere else (contract §1). Never a traceback, never 
 
 One renderer per format (``openai_error``, ``native_error``), chosen by the path in ``render``.
 Domain errors raised by a route are rendered by the framework's exception handlers
-(``install``); anything unexpected is caught by ``ErrorBoundary``, logged once with its cause,
-and answered 500 with ``Connection: close``."""
+(``install``); anything unexpected is caught by the outermost middleware
+(opentess.api.observability), logged once with its cause, and answered 500 with
+``Connection: close``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from opentess.errors import HTTPProblem, InvalidInput, NotFound, OpentessError, RateLimited
 
@@ -120,32 +121,3 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OpentessError, domain)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(HTTPException, http)
-
-
-class ErrorBoundary:
-    """Pure ASGI middleware: an exception no handler took becomes a logged 500 in the route's
-    format (or, once the answer has begun, a closed connection), and goes no further."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        except Exception as exc:
-            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
-            note_failure(scope, exc)
-            if not started:
-                await render_unexpected(scope["path"])(scope, receive, send)
-            # else the answer is incomplete: the server closes the connection when we return

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
-from opentess.api import schemas, wire
+from opentess.api import routing, schemas, wire
 from opentess.api.bodies import read_json_object
 from opentess.api.deps import CallerDep, StateDep
 from opentess.api.errors import json_response, note_failure
@@ -27,7 +27,7 @@ from opentess.ids import parse_id
 from opentess.providers import Sampling
 
 log = logging.getLogger("opentess.api.execute")
-router = APIRouter()
+router = routing.router()
 
 PAIR_RULE = "Chat messages must be a pair of user/assistant"
 _TRUE = {"true", "1", "yes", "on"}

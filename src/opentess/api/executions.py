@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
-from opentess.api import schemas, wire
+from opentess.api import routing, schemas, wire
 from opentess.api.deps import PrincipalDep, StateDep
 from opentess.api.errors import json_response
 from opentess.api.pagination import envelope, page_of
 from opentess.ids import parse_id
 from opentess.store.executions import ACTIVE, TERMINAL
 
-router = APIRouter()
+router = routing.router()
 
 STATUSES = (*ACTIVE, *TERMINAL)
 

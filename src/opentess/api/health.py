@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from sqlalchemy import text
 from starlette.responses import Response
 
 from opentess import metrics
-from opentess.api import schemas
+from opentess.api import routing, schemas
 from opentess.api.deps import StateDep
 from opentess.api.errors import json_response
 from opentess.db.engine import current_revision, head_revision
 
-router = APIRouter()
+router = routing.router()
 
 
 @router.get("/healthz", response_model=schemas.Health)

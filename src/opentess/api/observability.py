@@ -1,5 +1,9 @@
-"""Per-request observability as pure ASGI middleware: the X-Request-Id header (accepted or made),
-one structured log line per request, and the request metrics."""
+"""Per-request observability as pure ASGI middleware, the outermost layer: the X-Request-Id
+header (accepted or made), one structured log line per request, the request metrics, and the
+error boundary — an exception no handler took is logged once with its cause and answered 500 in
+the route's format with ``Connection: close`` (or, once the answer has begun, the connection is
+closed), and goes no further. One layer for all of it: every layer wraps ``send`` once more for
+every message of every request."""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opentess import metrics
+from opentess.api.errors import note_failure, render_unexpected
 
 log = logging.getLogger("opentess.access")
+log_boundary = logging.getLogger("opentess.api")
 _PROCESS = os.urandom(8).hex()
 _counter = itertools.count(1)
 
@@ -49,7 +55,7 @@ class Observability:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
-        status = 500
+        status = 0  # until an answer starts
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -60,8 +66,14 @@ class Observability:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log_boundary.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            note_failure(scope, exc)
+            if not status:  # nothing answered yet (``status`` is set when an answer starts)
+                await render_unexpected(scope["path"])(scope, receive, send_with_id)
+            # else the answer is incomplete: the server closes the connection when we return
         finally:
-            self._record(scope, state, request_id, status, time.perf_counter() - started)
+            self._record(scope, state, request_id, status or 500, time.perf_counter() - started)
 
     def _record(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, duration: float) -> None:
         route = scope.get("route")
@@ -74,9 +86,11 @@ class Observability:
         execution = state.get("execution")
         model_seconds = execution.model_seconds if execution is not None else 0.0
         overhead.observe(max(0.0, duration - model_seconds))
-        if not log.isEnabledFor(logging.INFO):
+        level = logging.WARNING if status >= 500 else logging.INFO  # a failed answer stands out
+        if not log.isEnabledFor(level):
             return
-        log.info(
+        log.log(
+            level,
             "request",
             extra={
                 "request_id": request_id,

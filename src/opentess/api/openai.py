@@ -198,6 +198,7 @@ class ChatCompletions:
         await response(scope, receive, send)
 
     async def handle(self, agent_id: int, request: Request, state: AppState) -> Response:
+        """Parse, execute, encode."""
         principal = await authenticate(request, state)
         body = await read_json_object(request)
         execution_request, stream, include_usage = parse_request(body)

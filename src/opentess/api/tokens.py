@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from opentess.api import schemas, wire
+from opentess.api import routing, schemas, wire
 from opentess.api.bodies import read_json_object
 from opentess.api.deps import AppState, PrincipalDep, StateDep
 from opentess.api.errors import json_response
@@ -15,7 +15,7 @@ from opentess.authority import MAX_EXPIRY_DAYS, MAX_LIMIT, Ceiling, child_token,
 from opentess.errors import NotFound, TokenNotFound, parse_model
 from opentess.store import TokenRecord
 
-router = APIRouter()
+router = routing.router()
 
 
 class TokenCreate(BaseModel):

@@ -1,15 +1,17 @@
-"""The ``opentess`` command: a thin layer over the same services the server uses."""
+"""The ``opentess`` command: a thin layer over the same services the server uses, one module per
+command group. ``--config`` is accepted anywhere on the command line."""
 
 from __future__ import annotations
 
 import click
 
 from opentess import __version__
-from opentess.cli import admin, serve
+from opentess.cli import agents, serve, tokens, users
+from opentess.cli.common import config_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="opentess")
+@click.version_option(__version__, "-V", "--version", prog_name="opentess")
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),
@@ -19,13 +21,21 @@ from opentess.cli import admin, serve
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
     """Self-hosted server for AI chat agents behind the Tess agent API."""
-    ctx.obj = {"config": config}
+    ctx.obj = {"config": config, **(ctx.obj or {})}
 
 
-cli.add_command(serve.serve)
-cli.add_command(serve.migrate)
-for group in admin.GROUPS:
-    cli.add_command(group)
+def _add(group: click.Group, command: click.Command) -> None:
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add(command, sub)
+    else:
+        config_option(command)
+    if group is not command:
+        group.add_command(command)
+
+
+for _command in (serve.serve, serve.migrate, users.users, users.workspaces, tokens.tokens, agents.agents):
+    _add(cli, _command)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so that ids are rowid aliases and autoincrement.
@@ -69,7 +69,18 @@ class ApiToken(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
-    __table_args__ = (Index("ix_agents_workspace_deleted", "workspace_id", "deleted_at"),)
+    __table_args__ = (
+        Index("ix_agents_workspace_deleted", "workspace_id", "deleted_at"),
+        # a slug names one live agent of a workspace (`agents apply` finds agents by it)
+        Index(
+            "uq_agents_workspace_slug",
+            "workspace_id",
+            "slug",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(IdType, ForeignKey("workspaces.id"))

@@ -40,19 +40,11 @@ class ContextDraft:
     def record(self, source: str, contribution: Any) -> None:
         self.contributions[source] = contribution
 
-    @property
     def system_message(self) -> list[dict[str, str]]:
-        text = SECTION_BREAK.join(s for s in self.system if s.strip())
-        return [{"role": "system", "content": text}] if text else []
-
-    def messages(self) -> list[dict[str, str]]:
-        """Everything the model is sent, in order."""
-        return self.system_message + self.history + self.turns
-
-    def stored_messages(self) -> list[dict[str, str]]:
-        """What the execution stores: the history is the earlier executions' own turns, so it is
-        not copied again (a conversation's storage would grow with the square of its length)."""
-        return self.system_message + self.turns
+        """The system message the sections make (none when they are all blank)."""
+        sections = self.system
+        text = sections[0] if len(sections) == 1 else SECTION_BREAK.join(s for s in sections if s.strip())
+        return [{"role": "system", "content": text}] if text.strip() else []
 
     @property
     def input_text(self) -> str:

@@ -233,17 +233,16 @@ class LiveExecution:
         credits = self.plan.model_config.credits(completion.prompt_tokens, completion.completion_tokens)
         self.status = "succeeded"
         try:
-            # shielded: a client that leaves now does not stop the end from being stored
-            updated_at = await asyncio.shield(
-                self.store.executions.finish(
-                    self.id,
-                    status="succeeded",
-                    output=output,
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                    credits=credits,
-                    finish_reason=completion.finish_reason,
-                )
+            # a client that leaves during this write does not lose the end: the store keeps it
+            # for its housekeeping to write (no shield here: it would cost a task per execution)
+            updated_at = await self.store.executions.finish(
+                self.id,
+                status="succeeded",
+                output=output,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                credits=credits,
+                finish_reason=completion.finish_reason,
             )
         finally:
             await self._close_out()

@@ -101,8 +101,9 @@ class ExecutionService:
         draft = await self._validate(principal, agent, request)
         for context_source in self.sources:
             await context_source.contribute(draft)
-        self._check_total(draft)
-        plan = self._plan(agent, draft)
+        system = draft.system_message()
+        self._check_total(system, draft)
+        plan = self._plan(agent, draft, system)
         status = "starting" if background else "running"
         held = await self.admission.start_run(principal.token_id, principal.workspace_id, principal.limits)
         early = None
@@ -110,7 +111,7 @@ class ExecutionService:
         if complete_early:
             early = asyncio.ensure_future(plan.provider.complete(plan.request))
         try:
-            execution_id, created_at = await self._create(principal, plan, draft, source, status)
+            execution_id, created_at = await self._create(principal, plan, draft, system, source, status)
         except BaseException:
             if early is not None:
                 abandon(early)
@@ -159,7 +160,7 @@ class ExecutionService:
             conversation=conversation,
         )
 
-    def _plan(self, agent: AgentRecord, draft: ContextDraft) -> ExecutionPlan:
+    def _plan(self, agent: AgentRecord, draft: ContextDraft, system: list[dict[str, str]]) -> ExecutionPlan:
         model_config = self.models.config(draft.model)
         asked = draft.request.sampling
         max_tokens = asked.max_tokens if asked.max_tokens is not None else model_config.max_tokens
@@ -177,7 +178,7 @@ class ExecutionService:
             model=draft.model,
             model_config=model_config,
             provider=self.models.get(draft.model),
-            request=ChatRequest(messages=draft.messages(), sampling=sampling),
+            request=ChatRequest(messages=system + draft.history + draft.turns, sampling=sampling),
             input_text=draft.input_text,
             root_id=draft.conversation.root_id if draft.conversation else None,
         )
@@ -195,10 +196,10 @@ class ExecutionService:
                 param="messages",
             )
 
-    def _check_total(self, draft: ContextDraft) -> None:
+    def _check_total(self, system_message: list[dict[str, str]], draft: ContextDraft) -> None:
         """Everything sent to the model counts against ``max_input_chars``: a conversation that
         has grown past it is refused (start a new one), never silently cut."""
-        system = sum(len(m["content"]) for m in draft.system_message)
+        system = sum(len(m["content"]) for m in system_message)
         past = sum(len(m["content"]) for m in draft.history)
         new = sum(len(m["content"]) for m in draft.turns)
         limit = self.settings.max_input_chars
@@ -258,7 +259,13 @@ class ExecutionService:
         return asked
 
     async def _create(
-        self, principal: Principal, plan: ExecutionPlan, draft: ContextDraft, source: str, status: str
+        self,
+        principal: Principal,
+        plan: ExecutionPlan,
+        draft: ContextDraft,
+        system: list[dict[str, str]],
+        source: str,
+        status: str,
     ) -> tuple[int, datetime]:
         params: dict[str, Any] = {"temperature": draft.temperature, "tools": draft.tools, "fields": draft.values}
         params.update({k: v for k, v in plan.request.sampling.given().items() if k != "temperature"})
@@ -272,7 +279,9 @@ class ExecutionService:
             input=plan.input_text,
             model=plan.model,
             turns=draft.turns,
-            messages=draft.stored_messages(),
+            # the history is the earlier executions' own turns: it is not copied again (a
+            # conversation's storage would grow with the square of its length)
+            messages=system + draft.turns,
             params=params,
             context=draft.contributions,
             status=status,

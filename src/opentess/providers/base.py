@@ -34,16 +34,24 @@ class Sampling:
     frequency_penalty: float | None = None
 
     def given(self) -> dict[str, Any]:
-        """The parameters that are set, by name (the stop sequences as a list)."""
+        """The parameters that are set, by name (the stop sequences as a list). Spelled out
+        field by field: it runs twice per execution on the hot path."""
         values: dict[str, Any] = {}
-        for name in SAMPLING_FIELDS:
-            value = getattr(self, name)
-            if value is not None and value != ():
-                values[name] = list(value) if name == "stop" else value
+        if self.temperature is not None:
+            values["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            values["max_tokens"] = self.max_tokens
+        if self.top_p is not None:
+            values["top_p"] = self.top_p
+        if self.stop:
+            values["stop"] = list(self.stop)
+        if self.seed is not None:
+            values["seed"] = self.seed
+        if self.presence_penalty is not None:
+            values["presence_penalty"] = self.presence_penalty
+        if self.frequency_penalty is not None:
+            values["frequency_penalty"] = self.frequency_penalty
         return values
-
-
-SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
 
 
 @dataclass(slots=True)

@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opentess.agents import AgentSpec, slugify
 from opentess.cache import TTLCache
 from opentess.clock import utcnow
 from opentess.db.models import Agent
-from opentess.errors import AgentNotFound
+from opentess.errors import AgentNotFound, Conflict
 from opentess.questions import Question
 
 
@@ -61,6 +62,10 @@ def _record(row: Any) -> AgentRecord:
 _LIVE = Agent.deleted_at.is_(None)
 
 
+def _slug_taken(slug: str) -> Conflict:
+    return Conflict(f"Another agent of this workspace has the slug {slug!r}.", param="slug")
+
+
 class AgentStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -83,25 +88,53 @@ class AgentStore:
             return None
 
     async def create(self, spec: AgentSpec, workspace_id: int) -> AgentRecord:
+        """A new agent. A slug given in ``spec`` must be free in the workspace (Conflict); one
+        derived from the title gets a number when taken (``support-bot-2``)."""
         now = utcnow()
         values = spec.model_dump(exclude={"questions", "active", "slug"})
-        async with self._engine.begin() as conn:
-            agent_id = (
-                await conn.execute(
-                    insert(Agent)
-                    .values(
-                        **values,
-                        workspace_id=workspace_id,
-                        slug=spec.slug or slugify(spec.title),
-                        active=int(spec.active),
-                        questions=[q.model_dump(exclude_none=True) for q in spec.questions],
-                        created_at=now,
-                        updated_at=now,
+        try:
+            async with self._engine.begin() as conn:
+                slug = spec.slug or await self._free_slug(conn, workspace_id, slugify(spec.title))
+                agent_id = (
+                    await conn.execute(
+                        insert(Agent)
+                        .values(
+                            **values,
+                            workspace_id=workspace_id,
+                            slug=slug,
+                            active=int(spec.active),
+                            questions=[q.model_dump(exclude_none=True) for q in spec.questions],
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        .returning(Agent.id)
                     )
-                    .returning(Agent.id)
-                )
-            ).scalar_one()
+                ).scalar_one()
+        except IntegrityError as exc:
+            raise _slug_taken(spec.slug or slugify(spec.title)) from exc
         return await self.get(agent_id)
+
+    @staticmethod
+    async def _free_slug(conn: AsyncConnection, workspace_id: int, base: str) -> str:
+        taken = set(
+            (
+                await conn.execute(
+                    select(Agent.slug).where(Agent.workspace_id == workspace_id, _LIVE, Agent.slug.like(f"{base}%"))
+                )
+            ).scalars()
+        )
+        slug, n = base, 1
+        while slug in taken:
+            n += 1
+            slug = f"{base}-{n}"
+        return slug
+
+    async def by_slug(self, slug: str, workspace_id: int) -> AgentRecord | None:
+        """The live agent of this workspace with this slug, if any."""
+        stmt = select(*Agent.__table__.c).where(Agent.slug == slug, Agent.workspace_id == workspace_id, _LIVE)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else _record(row)
 
     async def get(self, agent_id: int, workspace_id: int | None = None) -> AgentRecord:
         """The live agent; AgentNotFound when missing, deleted, or in another workspace."""
@@ -150,18 +183,22 @@ class AgentStore:
     async def update(self, agent_id: int, workspace_id: int, spec: AgentSpec) -> AgentRecord:
         """Replace the agent's definition with ``spec`` (the caller merged the changes)."""
         values = spec.model_dump(exclude={"questions", "active", "slug"})
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(Agent)
-                .where(Agent.id == agent_id, Agent.workspace_id == workspace_id, _LIVE)
-                .values(
-                    **values,
-                    slug=spec.slug or slugify(spec.title),
-                    active=int(spec.active),
-                    questions=[q.model_dump(exclude_none=True) for q in spec.questions],
-                    updated_at=utcnow(),
+        slug = spec.slug or slugify(spec.title)
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(
+                    update(Agent)
+                    .where(Agent.id == agent_id, Agent.workspace_id == workspace_id, _LIVE)
+                    .values(
+                        **values,
+                        slug=slug,
+                        active=int(spec.active),
+                        questions=[q.model_dump(exclude_none=True) for q in spec.questions],
+                        updated_at=utcnow(),
+                    )
                 )
-            )
+        except IntegrityError as exc:
+            raise _slug_taken(slug) from exc
         if result.rowcount == 0:
             raise AgentNotFound()
         self._recent.discard((agent_id, workspace_id))

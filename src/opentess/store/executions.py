@@ -154,6 +154,11 @@ class ExecutionStore:
             try:
                 await self._write_end(execution_id, values)
                 return now
+            except asyncio.CancelledError:
+                # the caller went away mid-write: the write may or may not have landed, so it is
+                # written again by housekeeping (the same values: writing them twice is harmless)
+                self._unstored[execution_id] = values
+                raise
             except STORAGE_ERRORS as exc:
                 last: BaseException = exc
                 log.warning("storing the end of execution %s failed (%s); retrying", execution_id, exc)
