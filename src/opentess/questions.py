@@ -22,6 +22,7 @@ RESERVED = frozenset(
         "messages",
         "root_id",
         "file_ids",
+        "memory_collections",
         "stream",
         "waitExecution",
         "wait_execution",

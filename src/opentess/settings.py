@@ -250,6 +250,9 @@ class Settings(BaseSettings):
     run_timeout_s: float = Field(default=600.0, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     heartbeat_s: float = Field(default=10.0, gt=0)
+    jobs_concurrency: int = Field(default=4, ge=1)
+    jobs_poll_s: float = Field(default=1.0, gt=0)
+    jobs_backoff_scale: float = Field(default=1.0, gt=0)
     instance_stale_s: float = Field(default=30.0, gt=0)
 
     @classmethod

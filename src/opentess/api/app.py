@@ -23,6 +23,9 @@ from starlette.types import ASGIApp
 
 from opentess import __version__
 from opentess.api import agents, docs, errors, execute, executions, health, openai, routing, tokens
+from opentess.api import files as api_files
+from opentess.api import memories as api_memories
+from opentess.api import webhooks as api_webhooks
 from opentess.api.boundary import RequestBoundary
 from opentess.api.deps import AppState
 from opentess.api.observability import Observability
@@ -31,13 +34,19 @@ from opentess.auth import Authenticator
 from opentess.coordination import make_cancel_bus, make_limiter
 from opentess.db.engine import make_engine, pending_migrations
 from opentess.executions.service import ExecutionService
+from opentess.files import capability as files
+from opentess.jobs import JobQueue, JobRunner
 from opentess.limits import Admission
+from opentess.memories import capability as memories
 from opentess.providers import ModelRegistry
 from opentess.sandbox import TemplateSandbox
 from opentess.settings import Settings, load_settings
 from opentess.store import Store, close_store
+from opentess.web import capability as web
+from opentess.webhooks import capability as webhooks
 
 log = logging.getLogger("opentess")
+CAPABILITIES = (files, memories, webhooks, web)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,7 +64,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bus = make_cancel_bus(settings)
         service = ExecutionService(store, models, settings, instance_id, admission, sandbox, bus)
         await bus.start(service.registry.cancel)
-        app.state.opentess = AppState(settings, engine, store, models, service, auth, admission, bus, sandbox)
+        jobs = JobQueue(engine)
+        runner = JobRunner(
+            jobs,
+            concurrency=settings.jobs_concurrency,
+            poll_s=settings.jobs_poll_s,
+            backoff_scale=settings.jobs_backoff_scale,
+        )
+        state = AppState(settings, engine, store, models, service, auth, admission, bus, sandbox, jobs, runner)
+        runner.bind(state)  # job handlers reach the server's objects through their context
+        for module in CAPABILITIES:
+            found = module.capability(state)
+            state.capabilities[found.name] = found
+            for kind in found.job_kinds:
+                state.runner.register(kind)
+            service.sources.extend(found.context_sources)
+        app.state.opentess = state
         if await pending_migrations(engine):
             # `opentess serve` refuses this; an app started another way stays unready (/readyz)
             log.error("the database schema is not current; run `opentess migrate`")
@@ -63,11 +87,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.instances.register(instance_id)
             await store.instances.reap(settings.instance_stale_s)
         keeper = asyncio.create_task(_housekeeping(service, instance_id, settings))
+        state.runner.start()
         try:
             yield
         finally:
             keeper.cancel()
+            await state.runner.aclose()
             await service.shutdown()
+            for found in state.capabilities.values():
+                if found.aclose is not None:
+                    await found.aclose()
             await bus.aclose()
             await admission.limiter.aclose()
             await store.instances.unregister(instance_id)
@@ -110,10 +139,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.router.routes[:0] = openai.routes()  # first: matched before anything else
     for prefix in ("", "/api"):
-        for module in (execute, agents, executions, tokens):
+        for module in (execute, agents, executions, tokens, api_files, api_memories, api_webhooks):
             app.include_router(module.router, prefix=prefix)
     app.include_router(health.router)
     docs.install(app)
+    web.install(app)
     install_openapi(app)
     return app
 

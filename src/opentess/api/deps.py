@@ -8,15 +8,17 @@ slot."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.auth import Authenticator, Principal
+from opentess.capabilities import Capability
 from opentess.coordination import CancelBus
 from opentess.executions.service import ExecutionService
+from opentess.jobs import JobQueue, JobRunner
 from opentess.limits import Admission
 from opentess.providers import ModelRegistry
 from opentess.sandbox import TemplateSandbox
@@ -35,6 +37,9 @@ class AppState:
     admission: Admission
     cancel_bus: CancelBus
     sandbox: TemplateSandbox
+    jobs: JobQueue
+    runner: JobRunner
+    capabilities: dict[str, Capability] = field(default_factory=dict)
 
 
 def app_state(request: Request) -> AppState:

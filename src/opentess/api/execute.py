@@ -22,7 +22,7 @@ from opentess.api.sse import EventStreamResponse
 from opentess.clock import laravel
 from opentess.errors import ExecutionCancelled, OpentessError
 from opentess.executions.live import ExecutionResult, LiveExecution
-from opentess.executions.request import ExecutionRequest
+from opentess.executions.request import ExecutionRequest, id_list
 from opentess.ids import parse_id
 from opentess.providers import Sampling
 
@@ -134,6 +134,8 @@ def parse_request(body: dict[str, Any], request: Request) -> tuple[ExecutionRequ
         model=body.get("model"),
         tools=body.get("tools"),
         root_id=_root_id(body, errors),
+        file_ids=id_list(body.get("file_ids"), "file_ids", errors),
+        memory_collections=id_list(body.get("memory_collections"), "memory_collections", errors),
         errors=errors,
     )
     return execution_request, wait, stream

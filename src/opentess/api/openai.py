@@ -27,7 +27,7 @@ from opentess.api.observability import next_request_id
 from opentess.api.sse import EventStreamResponse, unless_disconnected
 from opentess.errors import BadRequest, OpentessError
 from opentess.executions.live import ExecutionResult, LiveExecution
-from opentess.executions.request import ExecutionRequest
+from opentess.executions.request import ExecutionRequest, id_list
 from opentess.ids import parse_id
 from opentess.providers import Sampling
 
@@ -164,8 +164,16 @@ def parse_request(body: dict[str, Any]) -> tuple[ExecutionRequest, bool, bool]:
         presence_penalty=_number(body, "presence_penalty", -2, 2),
         frequency_penalty=_number(body, "frequency_penalty", -2, 2),
     )
+    id_errors: dict[str, list[str]] = {}
+    file_ids = id_list(body.get("file_ids"), "file_ids", id_errors)
+    collections = id_list(body.get("memory_collections"), "memory_collections", id_errors)
+    if id_errors:
+        name, problems = next(iter(id_errors.items()))
+        raise _bad(problems[0], name)
     request = ExecutionRequest(
         messages=parse_messages(body.get("messages")),
+        file_ids=file_ids,
+        memory_collections=collections,
         fields=body,
         sampling=sampling,
         temperature=temperature,

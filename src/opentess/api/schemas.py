@@ -212,6 +212,8 @@ class ExecuteRequest(BaseModel):
     root_id: int | str | None = Field(default=None, description="Continue this conversation")
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    file_ids: list[int] | None = Field(default=None, description="Files for this call (and the conversation's next)")
+    memory_collections: list[int] | None = Field(default=None, description="Memory collections to draw from")
     stream: bool | str | None = None
     waitExecution: bool | str | None = Field(default=None, description="Also accepted in the query string")
     wait_execution: bool | str | None = None
@@ -240,6 +242,8 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     root_id: int | str | None = Field(default=None, description="Continue this conversation")
+    file_ids: list[int] | None = Field(default=None, description="Files for this call (and the conversation's next)")
+    memory_collections: list[int] | None = Field(default=None, description="Memory collections to draw from")
 
 
 class AgentResponseRef(BaseModel):

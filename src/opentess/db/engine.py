@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,20 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+def _revision_name(heads: Sequence[str]) -> str | None:
+    """One name for a set of heads: capabilities may add migrations on branches of their own,
+    each applied; the schema is current when every branch is at its head."""
+    return "+".join(sorted(heads)) or None
+
+
 @cache
 def head_revision() -> str | None:
-    """The newest migration shipped with this code (read from disk once per process)."""
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    """The newest migrations shipped with this code (read from disk once per process)."""
+    return _revision_name(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
 def _current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    return _revision_name(MigrationContext.configure(conn).get_current_heads())
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -72,7 +79,7 @@ def _upgrade(conn: Connection, url: str) -> None:
 
     cfg = alembic_config(url)
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")
 
 
 async def migrate(engine: AsyncEngine) -> tuple[str | None, str | None]:

@@ -138,6 +138,30 @@ class Execution(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class Job(Base):
+    """Durable background work (opentess.jobs): queued → running (leased) → done | queued again
+    (a retry, later) | dead."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_due", "status", "run_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    run_at: Mapped[datetime] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=0)  # 0: the kind's own
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # enqueueing the same logical job twice is a no-op
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class ServerInstance(Base):
     """A live server process, kept fresh by its heartbeat."""
 
@@ -148,3 +172,11 @@ class ServerInstance(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+# the capabilities' own tables, defined beside their code (imported last: they use Base)
+from opentess.files import tables as files_tables  # noqa: E402
+from opentess.memories import tables as memories_tables  # noqa: E402
+from opentess.webhooks import tables as webhooks_tables  # noqa: E402
+
+__all__ = ["Base", "files_tables", "memories_tables", "webhooks_tables"]

@@ -1,0 +1,7 @@
+"""The files routes."""
+
+from __future__ import annotations
+
+from opentess.api import routing
+
+router = routing.router()

@@ -1,0 +1,7 @@
+"""The memories routes."""
+
+from __future__ import annotations
+
+from opentess.api import routing
+
+router = routing.router()

@@ -1,0 +1,11 @@
+"""The files capability (see opentess.capabilities)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentess.capabilities import Capability
+
+
+def capability(state: Any) -> Capability:
+    return Capability("files")

@@ -1,0 +1,1 @@
+"""The webhooks capability: see capability.py (what it adds to a server) and tables.py."""
