@@ -253,6 +253,9 @@ class Settings(BaseSettings):
     jobs_concurrency: int = Field(default=4, ge=1)
     jobs_poll_s: float = Field(default=1.0, gt=0)
     jobs_backoff_scale: float = Field(default=1.0, gt=0)
+    # -- files and knowledge (opentess.files) --
+    # -- memories and webhooks (opentess.memories, opentess.webhooks) --
+    # -- the web console (opentess.web) --
     instance_stale_s: float = Field(default=30.0, gt=0)
 
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from opentess import __version__
-from opentess.cli import agents, serve, tokens, users
+from opentess.cli import agents, console, files, memories, serve, tokens, users
 from opentess.cli.common import config_option
 
 
@@ -34,7 +34,18 @@ def _add(group: click.Group, command: click.Command) -> None:
         group.add_command(command)
 
 
-for _command in (serve.serve, serve.migrate, users.users, users.workspaces, tokens.tokens, agents.agents):
+for _command in console.USER_COMMANDS:
+    users.users.add_command(_command)
+for _command in (
+    serve.serve,
+    serve.migrate,
+    users.users,
+    users.workspaces,
+    tokens.tokens,
+    agents.agents,
+    files.files,
+    memories.memories,
+):
     _add(cli, _command)
 
 
