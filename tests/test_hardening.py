@@ -324,7 +324,7 @@ def test_foreign_and_missing_agents_take_the_same_path() -> None:
     reads: list[tuple[int, int | None]] = []
 
     class Counting(AgentStore):
-        async def get(self, agent_id: int, workspace_id: int | None = None) -> Any:
+        async def visible(self, agent_id: int, workspace_id: int) -> Any:
             reads.append((agent_id, workspace_id))
             raise AgentNotFound()
 

@@ -14,7 +14,7 @@ from opentess.questions import RESERVED, Question, coerce
 from opentess.sandbox import TemplateSandbox
 
 # reserved names the instructions may use: their values are known when the instructions render
-TEMPLATE_STEERING = ("model", "tools", "temperature")
+TEMPLATE_STEERING = ("model", "tools", "temperature", "inputs")
 DEFAULT_MAX_INSTRUCTIONS_CHARS = 100_000
 
 
@@ -112,9 +112,16 @@ async def _check_instructions(spec: AgentSpec, names: set[str], sandbox: Templat
         )
     undeclared = sorted(v for v in check.variables if v not in names and v not in RESERVED)
     if undeclared:
+        hyphenated = sorted(n for n in names if "-" in n)
+        hint = f' (a field with a hyphen is written inputs["{hyphenated[0]}"])' if hyphenated else ""
         problems.append(
             f"the template uses {', '.join(undeclared)}, which {'is' if len(undeclared) == 1 else 'are'} "
-            "not a question of this agent"
+            f"not a question of this agent{hint}"
+        )
+    unknown_inputs = sorted(k for k in check.inputs if k not in names)
+    if unknown_inputs:
+        problems.append(
+            f"the template reads inputs[{', '.join(map(repr, unknown_inputs))}], not questions of this agent"
         )
     if problems:
         return problems
@@ -138,6 +145,7 @@ def sample_values(spec: AgentSpec) -> dict[str, Any]:
     values.setdefault("model", "")
     values.setdefault("tools", "no-tools")
     values.setdefault("temperature", None)
+    values["inputs"] = dict(values)
     return values
 
 
@@ -152,4 +160,6 @@ def _sample(q: Question) -> Any:
         return True
     if q.type in ("array", "file"):
         return []
+    if q.type == "object":
+        return {}
     return "sample"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-QuestionType = Literal["select", "multiselect", "text", "textarea", "number", "boolean", "file", "array"]
+QuestionType = Literal["select", "multiselect", "text", "textarea", "number", "boolean", "file", "array", "object"]
 
 RESERVED = frozenset(
     {
@@ -23,12 +23,15 @@ RESERVED = frozenset(
         "root_id",
         "file_ids",
         "memory_collections",
+        "inputs",  # every field's value, for names a template cannot spell (inputs["call-to-action"])
         "stream",
         "waitExecution",
         "wait_execution",
     }
 )
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# real Tess agents name fields like `nome-da-empresa`: hyphens are allowed (templates reach such a
+# field as inputs["nome-da-empresa"]; a plain name is also a template variable of its own)
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
 MAX_DEPTH = 32  # nesting of an array value (stored as JSON, whose encoder stops at 254)
 
 
@@ -66,7 +69,9 @@ class Question(BaseModel):
     @classmethod
     def _name_is_identifier(cls, v: str) -> str:
         if not NAME_RE.match(v):
-            raise ValueError("must be a letter or underscore followed by letters, digits or underscores")
+            raise ValueError(
+                "must be a letter or underscore followed by up to 99 letters, digits, underscores or hyphens"
+            )
         return v
 
     @field_validator("options", mode="before")
@@ -183,6 +188,12 @@ def coerce(q: Question, value: Any) -> tuple[Any, str | None]:
         if text in _FALSE:
             return False, None
         return None, f"The {name} field must be true or false."
+    if q.type == "object":
+        if not isinstance(value, dict):
+            return None, f"The {name} field must be an object."
+        if _depth(value) > MAX_DEPTH:
+            return None, f"The {name} field is nested more than {MAX_DEPTH} levels deep."
+        return value, None
     if q.type == "array":
         if not isinstance(value, list):
             return None, f"The {name} field must be an array."

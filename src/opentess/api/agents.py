@@ -15,33 +15,56 @@ from opentess.api.errors import json_response
 from opentess.api.pagination import envelope, page_of
 
 router = routing.router()
+AGENT_TYPES = ("chat", "text", "image", "video")
 
 
 @router.get("/agents", response_model=schemas.AgentPage, responses=schemas.native_errors())
+@router.get(
+    "/templates", response_model=schemas.AgentPage, responses=schemas.native_errors(), deprecated=True, tags=["legacy"]
+)
 async def list_agents(
     request: Request,
     principal: PrincipalDep,
     state: StateDep,
     q: Annotated[str | None, Query(description="Search title and descriptions")] = None,
-    type: Annotated[str | None, Query(description="chat or text")] = None,
+    type: Annotated[str | None, Query(description="chat or text (image and video: none here)")] = None,
+    visibility: Annotated[str | None, Query(description="public: the public agents of every workspace")] = None,
     page: schemas.PageQuery = None,
     per_page: schemas.PerPageQuery = None,
 ) -> Response:
-    """The caller's workspace's agents; ``q`` searches title and descriptions, ``type`` filters."""
+    """The caller's workspace's agents; ``q`` searches title and descriptions, ``type`` filters;
+    ``visibility=public`` lists the public agents of every workspace instead."""
     errors: dict[str, list[str]] = {}
     kind = type or None
-    if kind is not None and kind not in ("chat", "text"):
-        errors["type"] = ["The selected type is invalid. Valid options: chat, text."]
+    if kind is not None and kind not in AGENT_TYPES:
+        errors["type"] = [f"The selected type is invalid. Valid options: {', '.join(AGENT_TYPES)}."]
+    if visibility not in (None, "", "public"):
+        errors["visibility"] = ["The selected visibility is invalid. Valid options: public."]
     paging = page_of(request, errors)
+    if kind in ("image", "video"):  # types of Tess's that opentess has no agents of
+        return json_response(200, envelope(request, [], 0, paging))
     agents, total = await state.store.agents.search(
-        principal.workspace_id, q=q or None, type=kind, offset=paging.offset, limit=paging.size
+        principal.workspace_id,
+        q=q or None,
+        type=kind,
+        offset=paging.offset,
+        limit=paging.size,
+        public=visibility == "public",
     )
     return json_response(200, envelope(request, [wire.agent(a) for a in agents], total, paging))
 
 
 @router.get("/agents/{agent_id:id}", response_model=schemas.Agent, responses=schemas.native_errors(404))
+@router.get(
+    "/templates/{agent_id:id}",
+    response_model=schemas.Agent,
+    responses=schemas.native_errors(404),
+    deprecated=True,
+    tags=["legacy"],
+)
 async def get_agent(agent_id: int, principal: PrincipalDep, state: StateDep) -> Response:
-    agent = await state.store.agents.get(agent_id, principal.workspace_id)
+    """One agent of the workspace, or a public one of any workspace."""
+    agent = await state.store.agents.visible(agent_id, principal.workspace_id)
     return json_response(200, wire.agent(agent))
 
 

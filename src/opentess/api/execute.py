@@ -168,6 +168,20 @@ def _sampling(body: dict[str, Any], errors: dict[str, list[str]]) -> Sampling:
     },
     openapi_extra=schemas.documented_body(schemas.ExecuteRequest),
 )
+@router.post(
+    "/templates/{agent_id:id}/execute",
+    response_model=schemas.ExecuteResponse,
+    responses={
+        **schemas.native_errors(400, 404, 409, 502, 504),
+        200: {
+            "description": "The execution (or, with `stream`, its events as `text/event-stream`)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+    openapi_extra=schemas.documented_body(schemas.ExecuteRequest),
+    deprecated=True,
+    tags=["legacy"],
+)
 async def execute(
     agent_id: int,
     request: Request,

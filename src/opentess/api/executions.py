@@ -38,6 +38,7 @@ async def list_executions(
     root_id: Annotated[str | None, Query(description="A whole conversation")] = None,
     status: Annotated[str | None, Query(description="starting, running, succeeded, failed or cancelled")] = None,
     sort: Annotated[str | None, Query(description="asc or desc (default)")] = None,
+    q: Annotated[str | None, Query(description="Search the input, the output and the agent's title")] = None,
     page: schemas.PageQuery = None,
     per_page: schemas.PerPageQuery = None,
 ) -> Response:
@@ -58,6 +59,7 @@ async def list_executions(
         agent_id=agent,
         root_id=root,
         status=status,
+        q=q or None,
         descending=sort == "desc",
         offset=paging.offset,
         limit=paging.size,
@@ -67,6 +69,13 @@ async def list_executions(
 
 @router.get(
     "/agent-responses/{execution_id:id}", response_model=schemas.Execution, responses=schemas.native_errors(404)
+)
+@router.get(
+    "/template-responses/{execution_id:id}",
+    response_model=schemas.Execution,
+    responses=schemas.native_errors(404),
+    deprecated=True,
+    tags=["legacy"],
 )
 async def get_execution(execution_id: int, principal: PrincipalDep, state: StateDep) -> Response:
     record = await state.store.executions.get(execution_id, principal.workspace_id)

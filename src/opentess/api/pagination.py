@@ -1,4 +1,5 @@
-"""Laravel's page envelope (contract §1): ``page`` ≥ 1, ``per_page`` 1–100 (default 15).
+"""Laravel's page envelope (contract §1): ``page`` ≥ 1, ``per_page`` 1–100 (default 15; more is
+clamped to 100).
 
 Page URLs keep the request's other query parameters (``q``, filters, ``per_page``), so a client
 that follows ``next_page_url`` gets the next page of the same listing."""
@@ -41,12 +42,12 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int | Non
     return value
 
 
-def page_of(request: Request, errors: dict[str, list[str]] | None = None) -> Page:
+def page_of(request: Request, errors: dict[str, list[str]] | None = None, max_per_page: int = 100) -> Page:
     """The requested page; InvalidInput (with any ``errors`` found by the caller) when invalid."""
     errors = dict(errors or {})
-    page = Page(
-        _int_param(request, "page", 1, 1, MAX_PAGE, errors), _int_param(request, "per_page", 15, 1, 100, errors)
-    )
+    # per_page above the maximum is clamped, not refused (Pipedream sends up to 1000)
+    per_page = min(_int_param(request, "per_page", 15, 1, None, errors), max_per_page)
+    page = Page(_int_param(request, "page", 1, 1, MAX_PAGE, errors), per_page)
     if errors:
         raise InvalidInput(errors)
     return page

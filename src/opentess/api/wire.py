@@ -8,6 +8,7 @@ from typing import Any
 
 from opentess.clock import laravel
 from opentess.executions.live import ExecutionResult, LiveExecution
+from opentess.questions import Question
 from opentess.store import AgentRecord, ExecutionRecord, TokenRecord
 
 
@@ -54,8 +55,41 @@ def agent_response(live: LiveExecution, result: ExecutionResult | None) -> dict[
     }
 
 
+# what a chat agent's questions list besides the stored ones, as Tess does: they describe the
+# request (Langflow shows its message box only when a `messages` question exists)
+CHAT_QUESTIONS = (
+    {
+        "type": "array",
+        "name": "messages",
+        "description": "The conversation: user and assistant messages, ending with the user's",
+        "required": True,
+    },
+    {
+        "type": "number",
+        "name": "root_id",
+        "description": "Continue the conversation of this execution",
+        "required": False,
+    },
+)
+_STEERING = ("temperature", "model", "tools")
+
+
+def _question(q: Question) -> dict[str, Any]:
+    out = q.model_dump(exclude_none=True)
+    # a client that pre-selects a required select's first option (Langflow) must get the default
+    default = out.get("default")
+    options = out.get("options")
+    if q.name in _STEERING and options and default is not None and str(default) in options:
+        out["options"] = [str(default), *(o for o in options if o != str(default))]
+    return out
+
+
 def agent(record: AgentRecord) -> dict[str, Any]:
     """The agent object of the Tess API (contract §2): no instructions."""
+    questions = [_question(q) for q in record.questions]
+    if record.type == "chat":
+        stored = {q["name"] for q in questions}
+        questions = [dict(q) for q in CHAT_QUESTIONS if q["name"] not in stored] + questions
     return {
         "id": record.id,
         "title": record.title,
@@ -66,15 +100,20 @@ def agent(record: AgentRecord) -> dict[str, Any]:
         "slug": record.slug,
         "active": record.active,
         "type": record.type,
-        "questions": [q.model_dump(exclude_none=True) for q in record.questions],
+        "questions": questions,
         "created_at": laravel(record.created_at),
         "updated_at": laravel(record.updated_at),
     }
 
 
 def managed_agent(record: AgentRecord) -> dict[str, Any]:
-    """The agent object plus its instructions template (management API, CLI)."""
-    return {**agent(record), "instructions": record.instructions}
+    """The agent as saved (its questions as stored, and its instructions template): what the
+    management API and the CLI show and take back."""
+    return {
+        **agent(record),
+        "questions": [q.model_dump(exclude_none=True) for q in record.questions],
+        "instructions": record.instructions,
+    }
 
 
 def token(record: TokenRecord) -> dict[str, Any]:

@@ -89,6 +89,7 @@ class InstructionsSource:
 
     async def contribute(self, draft: ContextDraft) -> None:
         values = {**draft.values, "model": draft.model, "tools": draft.tools, "temperature": draft.temperature}
+        values["inputs"] = dict(values)  # every field, hyphenated names included: inputs["call-to-action"]
         rendered = await self.sandbox.render(draft.agent.instructions, values)
         if draft.agent.type == "text":
             draft.turns = [{"role": "user", "content": rendered}]

@@ -34,6 +34,7 @@ POISON_S = 600.0  # how long a template that hit the time limit is refused witho
 class TemplateCheck:
     variables: list[str]
     forbidden: list[str]
+    inputs: list[str]  # fields read as inputs["name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,7 @@ class TemplateSandbox:
         answer = await self._ask({"op": "check", "source": source})
         if "error" in answer:
             raise TemplateProblem(answer["error"], answer.get("kind", "syntax"))
-        return TemplateCheck(answer["variables"], answer["forbidden"])
+        return TemplateCheck(answer["variables"], answer["forbidden"], answer.get("inputs", []))
 
     async def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
         if self._closed:

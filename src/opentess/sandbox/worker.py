@@ -79,7 +79,18 @@ def check(source: str, max_output: int) -> dict[str, Any]:
     ast = env.parse(source)
     forbidden = sorted({word for kind, word in _FORBIDDEN.items() for _ in ast.find_all(kind)})
     variables = sorted(meta.find_undeclared_variables(ast))
-    return {"variables": variables, "forbidden": forbidden}
+    # the fields read as inputs["name"] (constant keys; a computed key is checked when it renders)
+    keys = sorted(
+        {
+            node.arg.value
+            for node in ast.find_all(nodes.Getitem)
+            if isinstance(node.node, nodes.Name)
+            and node.node.name == "inputs"
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+        }
+    )
+    return {"variables": variables, "forbidden": forbidden, "inputs": keys}
 
 
 def render(source: str, values: dict[str, Any], max_output: int) -> str:

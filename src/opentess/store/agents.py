@@ -83,9 +83,22 @@ class AgentStore:
 
     async def _find(self, agent_id: int, workspace_id: int) -> AgentRecord | None:
         try:
-            return await self.get(agent_id, workspace_id)
+            return await self.visible(agent_id, workspace_id)
         except AgentNotFound:
             return None
+
+    async def visible(self, agent_id: int, workspace_id: int) -> AgentRecord:
+        """An agent the workspace may read and run: its own, or a ``public`` one of any
+        workspace (whose runs and records belong to the caller's workspace). AgentNotFound for
+        anything else — a private agent of another workspace is exactly a missing one."""
+        stmt = select(*Agent.__table__.c).where(
+            Agent.id == agent_id, _LIVE, or_(Agent.workspace_id == workspace_id, Agent.visibility == "public")
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise AgentNotFound()
+        return _record(row)
 
     async def create(self, spec: AgentSpec, workspace_id: int) -> AgentRecord:
         """A new agent. A slug given in ``spec`` must be free in the workspace (Conflict); one
@@ -156,10 +169,11 @@ class AgentStore:
         return [_record(r) for r in rows]
 
     async def search(
-        self, workspace_id: int, *, q: str | None, type: str | None, offset: int, limit: int
+        self, workspace_id: int, *, q: str | None, type: str | None, offset: int, limit: int, public: bool = False
     ) -> tuple[list[AgentRecord], int]:
-        """One page of a workspace's agents (by id) matching ``q`` and ``type``, and the total."""
-        conditions = [Agent.workspace_id == workspace_id, _LIVE]
+        """One page of a workspace's agents (by id) matching ``q`` and ``type``, and the total;
+        ``public``: the public agents of every workspace instead."""
+        conditions = [Agent.visibility == "public" if public else Agent.workspace_id == workspace_id, _LIVE]
         if q:
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             conditions.append(

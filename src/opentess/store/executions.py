@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.clock import utcnow
-from opentess.db.models import Execution
+from opentess.db.models import Agent, Execution
 from opentess.errors import ExecutionNotFound
 from opentess.store.writers import ExecutionWriter, make_writer
 
@@ -213,6 +213,7 @@ class ExecutionStore:
         root_id: int | None,
         status: str | None,
         descending: bool,
+        q: str | None = None,
         offset: int,
         limit: int,
     ) -> tuple[list[ExecutionRecord], int]:
@@ -226,6 +227,16 @@ class ExecutionStore:
             )
         if status is not None:
             conditions.append(Execution.status == status)
+        if q:
+            pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            titled = select(Agent.id).where(Agent.title.ilike(pattern, escape="\\"))
+            conditions.append(
+                or_(
+                    Execution.input.ilike(pattern, escape="\\"),
+                    Execution.output.ilike(pattern, escape="\\"),
+                    Execution.agent_id.in_(titled),
+                )
+            )
         order = Execution.id.desc() if descending else Execution.id.asc()
         async with self._engine.connect() as conn:
             total = (await conn.execute(select(func.count()).select_from(Execution).where(*conditions))).scalar_one()
