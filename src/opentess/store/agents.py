@@ -34,6 +34,7 @@ class AgentRecord:
     questions: list[Question]
     created_at: datetime
     updated_at: datetime
+    max_tokens: int | None = None
 
     def spec(self) -> AgentSpec:
         """The definition this agent was saved from (for partial updates)."""
@@ -41,6 +42,7 @@ class AgentRecord:
             title=self.title, type=self.type, description=self.description,  # type: ignore[arg-type]
             long_description=self.long_description, visibility=self.visibility,  # type: ignore[arg-type]
             slug=self.slug, active=bool(self.active), instructions=self.instructions, questions=self.questions,
+            max_tokens=self.max_tokens,
         )  # fmt: skip
 
     def question(self, name: str) -> Question | None:
@@ -55,7 +57,7 @@ def _record(row: Any) -> AgentRecord:
     return AgentRecord(
         r["id"], r["workspace_id"], r["title"], r["slug"], r["description"], r["long_description"],
         r["visibility"], r["active"], r["type"], r["instructions"],
-        [Question.model_validate(q) for q in r["questions"]], r["created_at"], r["updated_at"],
+        [Question.model_validate(q) for q in r["questions"]], r["created_at"], r["updated_at"], r["max_tokens"],
     )  # fmt: skip
 
 
