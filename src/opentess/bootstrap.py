@@ -63,6 +63,9 @@ opentess: first start — created user {seed.email}, workspace {seed.workspace_i
 
   API token (shown once, keep it): {seed.token}
 
+  The README's examples read these; paste this line into your shell:
+    export OPENTESS_URL={base_url} OPENTESS_TOKEN={seed.token} OPENTESS_AGENT={seed.agent_id}
+
   curl {agent_url}/chat/completions \\
     -H "Authorization: Bearer {seed.token}" -H "Content-Type: application/json" \\
     -d '{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
