@@ -10,7 +10,9 @@ edge. Driver, SDK and library errors are translated where they are caught (``rai
     ├── NotFound                        404
     │   ├── AgentNotFound
     │   ├── ExecutionNotFound
-    │   └── TokenNotFound
+    │   ├── TokenNotFound
+    │   ├── MemoryNotFound, CollectionNotFound  (opentess.memories)
+    │   └── WebhookNotFound                     (opentess.webhooks)
     ├── Conflict                        409  the resource's state forbids it (inactive agent, …)
     │   └── ExecutionCancelled          409  a run stopped on request while its caller waited
     ├── BadRequest                      400  well-formed, but cannot be served as asked
@@ -85,6 +87,21 @@ class ExecutionNotFound(NotFound):
 class TokenNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("Token not found")
+
+
+class MemoryNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Memory not found")
+
+
+class CollectionNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Collection not found")
+
+
+class WebhookNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Webhook not found")
 
 
 class Conflict(OpentessError):

@@ -255,6 +255,11 @@ class Settings(BaseSettings):
     jobs_backoff_scale: float = Field(default=1.0, gt=0)
     # -- files and knowledge (opentess.files) --
     # -- memories and webhooks (opentess.memories, opentess.webhooks) --
+    memories_max_chars: int = Field(default=8000, ge=0)
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_disable_after: int = Field(default=5, ge=1)
+    webhook_sweep_s: float = Field(default=15.0, gt=0)
     # -- the web console (opentess.web) --
     instance_stale_s: float = Field(default=30.0, gt=0)
 
@@ -270,10 +275,11 @@ class Settings(BaseSettings):
         raw_path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get("OPENTESS_CONFIG")
         return (init_settings, env_settings, _TomlSource(settings_cls, raw_path))
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "webhook_allow_hosts", mode="before")
     @classmethod
     def _origins_from_text(cls, value: Any) -> Any:
-        # OPENTESS_CORS_ORIGINS=https://a.example,https://b.example (or a JSON list)
+        # OPENTESS_CORS_ORIGINS=https://a.example,https://b.example (or a JSON list); the same
+        # for OPENTESS_WEBHOOK_ALLOW_HOSTS=receiver.internal,127.0.0.1:9000
         if isinstance(value, str) and not value.strip().startswith("["):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value

@@ -8,6 +8,7 @@ from typing import Any
 
 from opentess.clock import laravel
 from opentess.executions.live import ExecutionResult, LiveExecution
+from opentess.memories import wire as memories_wire
 from opentess.questions import Question
 from opentess.store import AgentRecord, ExecutionRecord, TokenRecord
 
@@ -25,6 +26,7 @@ def execution(record: ExecutionRecord) -> dict[str, Any]:
         "created_at": laravel(record.created_at),
         "updated_at": laravel(record.updated_at),
         "template_id": record.agent_id,
+        "memories": memories_wire.used(record.context),  # what the context took from memories
     }
 
 

@@ -50,6 +50,7 @@ class ExecutionRecord:
     finish_reason: str | None
     created_at: datetime
     updated_at: datetime
+    context: dict[str, Any] | None = None  # what each context source contributed
 
 
 @dataclass(slots=True)
@@ -66,7 +67,8 @@ class Conversation:
 
 
 _PUBLIC_COLUMNS = [
-    c for c in Execution.__table__.c if c.name not in ("turns", "messages", "params", "context", "user_id", "token_id")
+    # `context` is public: what the context sources used (memories, knowledge) is shown on the execution
+    c for c in Execution.__table__.c if c.name not in ("turns", "messages", "params", "user_id", "token_id")
 ]
 
 
@@ -75,7 +77,7 @@ def _record(row: Any) -> ExecutionRecord:
     return ExecutionRecord(
         r["id"], r["workspace_id"], r["agent_id"], r["root_id"] or r["id"], r["source"], r["status"],
         r["input"], r["output"], r["error"], r["credits"], r["model"], r["prompt_tokens"],
-        r["completion_tokens"], r["finish_reason"], r["created_at"], r["updated_at"],
+        r["completion_tokens"], r["finish_reason"], r["created_at"], r["updated_at"], r.get("context"),
     )  # fmt: skip
 
 
