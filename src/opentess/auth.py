@@ -29,6 +29,13 @@ class Principal:
     limits: Limits
     expires_at: datetime | None = None
 
+    @property
+    def api_token_id(self) -> int | None:
+        """The API token this caller authenticated with; None for a console session (opentess.web),
+        whose ``token_id`` is its session's id negated: it keys the per-token limits apart from
+        every token and names no row of ``api_tokens``."""
+        return self.token_id if self.token_id > 0 else None
+
 
 class Authenticator:
     """Resolves the caller: token → user → workspace, with the limits that apply to them

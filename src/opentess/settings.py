@@ -261,6 +261,10 @@ class Settings(BaseSettings):
     webhook_disable_after: int = Field(default=5, ge=1)
     webhook_sweep_s: float = Field(default=15.0, gt=0)
     # -- the web console (opentess.web) --
+    console_enabled: bool = True
+    console_session_hours: float = Field(default=168.0, gt=0)
+    console_signin_account_rpm: int = Field(default=10, ge=1)
+    console_signin_address_rpm: int = Field(default=30, ge=1)
     instance_stale_s: float = Field(default=30.0, gt=0)
 
     @classmethod

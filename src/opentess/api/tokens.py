@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -72,6 +74,16 @@ async def list_tokens(principal: PrincipalDep, state: StateDep) -> Response:
 )
 async def create_token(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     spec = parse_model(TokenCreate, await read_json_object(request))
+    record, secret = await create_for(state, principal, spec)
+    return json_response(201, {**wire.token(record), "token": secret})
+
+
+# the rules of these routes, shared with the console (opentess.web), whose session is a
+# principal too: one copy of what a caller may do to tokens
+
+
+async def create_for(state: AppState, principal: Principal, spec: TokenCreate) -> tuple[TokenRecord, str]:
+    """A new token of the caller's user, never beyond the caller (opentess.authority)."""
     child = child_token(_ceiling(principal, state), spec.expires_in_days, spec.rpm_limit, spec.concurrency_limit)
     record, secret = await state.store.tokens.create(
         principal.user_id,
@@ -79,10 +91,10 @@ async def create_token(request: Request, principal: PrincipalDep, state: StateDe
         rpm_limit=child.rpm_limit,
         concurrency_limit=child.concurrency_limit,
         expires_at=child.expires_at,
-        parent_id=principal.token_id,
+        parent_id=principal.api_token_id,
     )
     state.auth.forget_tokens()
-    return json_response(201, {**wire.token(record), "token": secret})
+    return record, secret
 
 
 @router.patch(
@@ -92,8 +104,12 @@ async def create_token(request: Request, principal: PrincipalDep, state: StateDe
     openapi_extra=schemas.documented_body(TokenUpdate),
 )
 async def update_token(token_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
+    return json_response(200, wire.token(await update_for(state, principal, token_id, await read_json_object(request))))
+
+
+async def update_for(state: AppState, principal: Principal, token_id: int, body: dict[str, Any]) -> TokenRecord:
+    """Change a token of the caller's user: its name, and its limits only downwards."""
     target = await _own(state, principal, token_id)
-    body = await read_json_object(request)
     changes = parse_model(TokenUpdate, body).model_dump(include=set(body))
     if changes.get("name") is None:
         changes.pop("name", None)
@@ -110,12 +126,17 @@ async def update_token(token_id: int, request: Request, principal: PrincipalDep,
             )
     updated = await state.store.tokens.update(token_id, **changes)
     state.auth.forget_tokens()
-    return json_response(200, wire.token(updated))
+    return updated
 
 
 @router.delete("/tokens/{token_id:id}", response_model=schemas.Token, responses=schemas.native_errors(404))
 async def revoke_token(token_id: int, principal: PrincipalDep, state: StateDep) -> Response:
+    return json_response(200, wire.token(await revoke_for(state, principal, token_id)))
+
+
+async def revoke_for(state: AppState, principal: Principal, token_id: int) -> TokenRecord:
+    """Revoke a token of the caller's user, and every token made from it."""
     await _own(state, principal, token_id)
     revoked = await state.store.tokens.revoke(token_id)
     state.auth.forget_tokens()
-    return json_response(200, wire.token(revoked))
+    return revoked

@@ -16,6 +16,7 @@ from opentess.db.engine import migrate as apply_migrations
 from opentess.logs import setup_logging
 from opentess.settings import Settings
 from opentess.store import Store
+from opentess.web.setup import banner_lines as console_banner
 
 
 async def _prepare(settings: Settings) -> str:
@@ -31,6 +32,7 @@ async def _prepare(settings: Settings) -> str:
         store = Store(engine)
         seed = await first_start(store, settings)
         interrupted = await store.instances.reap(settings.instance_stale_s)
+        console = await console_banner(engine, settings)  # the console's URL, and its first password
     finally:
         await engine.dispose()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
@@ -42,6 +44,7 @@ async def _prepare(settings: Settings) -> str:
             "opentess: using existing data; create a token with "
             "`opentess tokens create --user EMAIL` and list agents with `opentess agents list`."
         )
+    lines.extend(console)
     if interrupted:
         lines.append(f"opentess: {interrupted} execution(s) interrupted by the previous stop were marked failed.")
     return "\n".join(lines)

@@ -27,6 +27,8 @@ class User(Base):
     # for the instant between creating the user and their personal workspace
     default_workspace_id: Mapped[int | None] = mapped_column(IdType)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # the console's sign-in (Argon2; opentess.web.passwords); None: the user cannot sign in
+    password_hash: Mapped[str | None] = mapped_column(String(255))
 
 
 class Workspace(Base):
@@ -177,6 +179,7 @@ class ServerInstance(Base):
 # the capabilities' own tables, defined beside their code (imported last: they use Base)
 from opentess.files import tables as files_tables  # noqa: E402
 from opentess.memories import tables as memories_tables  # noqa: E402
+from opentess.web import tables as web_tables  # noqa: E402
 from opentess.webhooks import tables as webhooks_tables  # noqa: E402
 
-__all__ = ["Base", "files_tables", "memories_tables", "webhooks_tables"]
+__all__ = ["Base", "files_tables", "memories_tables", "web_tables", "webhooks_tables"]

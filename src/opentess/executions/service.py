@@ -273,7 +273,7 @@ class ExecutionService:
             workspace_id=principal.workspace_id,
             agent_id=plan.agent_id,
             user_id=principal.user_id,
-            token_id=principal.token_id,
+            token_id=principal.api_token_id,  # None for a run started in the console
             root_id=plan.root_id,
             source=source,
             input=plan.input_text,

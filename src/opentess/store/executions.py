@@ -218,6 +218,8 @@ class ExecutionStore:
         q: str | None = None,
         offset: int,
         limit: int,
+        since: datetime | None = None,  # created at or after (the console's date filter)
+        before: datetime | None = None,  # created before
     ) -> tuple[list[ExecutionRecord], int]:
         """One page of a workspace's executions with the filters of GET /agent-responses."""
         conditions: list[Any] = [Execution.workspace_id == workspace_id]
@@ -229,6 +231,10 @@ class ExecutionStore:
             )
         if status is not None:
             conditions.append(Execution.status == status)
+        if since is not None:
+            conditions.append(Execution.created_at >= since)
+        if before is not None:
+            conditions.append(Execution.created_at < before)
         if q:
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             titled = select(Agent.id).where(Agent.title.ilike(pattern, escape="\\"))

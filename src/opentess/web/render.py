@@ -1,0 +1,135 @@
+"""HTML: the templates (Jinja2, autoescaped, shipped in the package), the headers every page
+carries, and errors in words."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from opentess import __version__
+from opentess.errors import InvalidInput, OpentessError, RateLimited
+
+if TYPE_CHECKING:
+    from opentess.web.console import Visitor
+
+# scripts and styles only from this server, no inline script, no framing: a page that echoes
+# something it should not still cannot run it
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    # pages hold workspace data (and, once, a token's secret): never kept by caches
+    "Cache-Control": "no-store",
+}
+
+
+def credits(value: float | None) -> str:
+    """Credits as a person reads them: every significant digit, no exponent."""
+    if value is None:
+        return "—"
+    text = f"{value:.10f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def when(value: datetime | None) -> str:
+    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def as_json(value: Any) -> Markup:
+    """A value as JSON for a ``<script type="application/json">`` block (``<`` escaped, so the
+    block cannot be closed from inside)."""
+    text = orjson.dumps(value).decode().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)
+
+
+def pretty(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("opentess.web", "templates"),
+        autoescape=select_autoescape(default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(credits=credits, when=when, as_json=as_json, pretty=pretty)
+    env.globals["version"] = __version__
+    return env
+
+
+def render(
+    request: Request,
+    template: str,
+    visitor: Visitor | None,
+    *,
+    status: int = 200,
+    section: str = "",
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    ui = f"{root}/ui"
+    html = (
+        environment()
+        .get_template(template)
+        .render(
+            request=request,
+            visitor=visitor,
+            ui=ui,
+            static=f"{ui}/static",
+            section=section,
+            extra_sections=extra_sections(request) if visitor is not None else [],
+            path=request.url.path,
+            **context,
+        )
+    )
+    return HTMLResponse(html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
+
+
+def extra_sections(request: Request) -> list[tuple[str, str, str]]:
+    """Sections of capabilities that are still being built: a menu entry appears once the
+    server has their API routes (files #9, memories #10), and their page says where they stand."""
+    found = []
+    for key, label, prefix in (("files", "Files", "/files"), ("memories", "Memories", "/memories")):
+        if any(str(getattr(route, "path", "")).startswith(prefix) for route in request.app.routes):
+            found.append((key, label, prefix))
+    return found
+
+
+def problems(exc: OpentessError) -> list[str]:
+    """An error of the API in words, one line per problem."""
+    if isinstance(exc, InvalidInput):
+        return [f"{field}: {message}" for field, messages in exc.errors.items() for message in messages]
+    if isinstance(exc, RateLimited):
+        return [f"Too many requests: try again in {exc.retry_after} s."]
+    return [exc.message]
+
+
+TITLES = {
+    401: "Sign-in needed",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Not possible now",
+    429: "Too many requests",
+}
+
+
+def error_page(request: Request, visitor: Visitor | None, exc: OpentessError) -> HTMLResponse:
+    status = exc.status
+    title = TITLES.get(status, "Something went wrong" if status >= 500 else "This did not work")
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return render(request, "error.html", visitor, status=status, title=title, problems=problems(exc), headers=headers)
