@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +66,8 @@ class ExecutionService:
         self.cancel_bus = cancel_bus or CancelBus()
         self.sources = sources if sources is not None else default_sources(sandbox)
         self.registry = ExecutionRegistry()
+        # called with each run once its end is stored (capabilities: webhook deliveries)
+        self.end_hooks: list[Callable[[LiveExecution], Awaitable[None] | None]] = []
 
     # starting ---------------------------------------------------------------------------------
 
@@ -122,6 +124,8 @@ class ExecutionService:
             live.complete_with(early, began)
         if held is not None:
             live.on_end(lambda _: self.admission.end_run(held))
+        for hook in self.end_hooks:
+            live.on_end(hook)
         return self.registry.add(live)
 
     async def _validate(self, principal: Principal, agent: AgentRecord, request: ExecutionRequest) -> ContextDraft:
