@@ -72,7 +72,7 @@ async def get_agent(agent_id: int, principal: PrincipalDep, state: StateDep) -> 
     "/agents",
     status_code=201,
     response_model=schemas.ManagedAgent,
-    responses=schemas.native_errors(400),
+    responses=schemas.native_errors(400, 409),
     openapi_extra=schemas.documented_body(schemas.AgentCreate),
 )
 async def create_agent(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
@@ -86,7 +86,7 @@ async def create_agent(request: Request, principal: PrincipalDep, state: StateDe
 @router.patch(
     "/agents/{agent_id:id}",
     response_model=schemas.ManagedAgent,
-    responses=schemas.native_errors(400, 404),
+    responses=schemas.native_errors(400, 404, 409),
     openapi_extra=schemas.documented_body(schemas.AgentUpdate),
 )
 async def update_agent(agent_id: int, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
