@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +28,13 @@ from opentess.webhooks import safety
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.isolated import isolated_world, with_settings
 from tests.support.live import LiveServer
+from tests.support.processes import free_port
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 from tests.support.world import FAKE_MODEL, World
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+ROOT = Path(__file__).resolve().parent.parent
 FAST = {
     "webhook_allow_hosts": ["127.0.0.1"],
     "jobs_backoff_scale": 0.0001,  # the nine attempts of a delivery within ~8 s
@@ -487,3 +494,44 @@ def test_which_addresses_are_public() -> None:
         safety.parse("http://127.0.0.1:9001/x", allow)  # another port of an allowed host:port
     target = safety.parse("https://example.com:8443/a/b?c=d", [])
     assert (target.host_header, target.path, target.allowed) == ("example.com:8443", "/a/b?c=d", False)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/webhooks.md"])
+def test_the_documented_receiver_verifies_deliveries(hooked: Hooked, tmp_path: Path, doc: str) -> None:
+    """The receiver of the README and of docs/webhooks.md, run as written: it takes a signed
+    delivery and refuses a forged one."""
+    match = re.search(r"<!-- receiver -->\n```python\n(.*?)\n```", (ROOT / doc).read_text(), re.S)
+    assert match is not None
+    script = tmp_path / "receiver.py"
+    script.write_text(match.group(1))
+    port = free_port()
+    agent = hooked.agent("Documented receiver")
+    hook = hooked.hook(agent, f"http://127.0.0.1:{port}/opentess")
+    env = {**os.environ, "WEBHOOK_SECRET": hook["secret"], "PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+
+        def listening() -> bool:
+            try:
+                forged = httpx.post(
+                    f"http://127.0.0.1:{port}/opentess",
+                    content=b'{"id": 1, "status": "succeeded"}',
+                    headers={
+                        "webhook-id": "msg_x",
+                        "webhook-timestamp": str(int(time.time())),
+                        "webhook-signature": "v1,AAAA",
+                    },
+                )
+            except httpx.TransportError:
+                return False
+            assert forged.status_code == 401
+            return True
+
+        wait_until(listening, "the receiver listens")
+        execution = hooked.run(agent)
+        wait_until(lambda: hooked.deliveries(hook["id"])[0]["status"] == "succeeded", "delivered")
+        assert hooked.deliveries(hook["id"])[0]["attempts"][-1]["status_code"] == 204
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert out.split()[:2] == [str(execution["id"]), "succeeded"]
