@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from opentess.cli.serve import _prepare
 from opentess.db.engine import head_revision, make_engine, migrate
-from opentess.db.models import Base, Execution
+from opentess.db.models import Base, Execution, include_name
 from opentess.settings import Settings
 from opentess.store import Store, close_store
 from tests.support.live import LiveServer
@@ -34,7 +34,8 @@ def test_migrations_match_the_models(tmp_path: Path, database_url: str | None) -
             async with engine.connect() as conn:
                 return await conn.run_sync(
                     lambda c: compare_metadata(
-                        MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata
+                        MigrationContext.configure(c, opts={"compare_type": True, "include_name": include_name}),
+                        Base.metadata,
                     )
                 )
         finally:

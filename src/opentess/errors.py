@@ -11,6 +11,7 @@ edge. Driver, SDK and library errors are translated where they are caught (``rai
     │   ├── AgentNotFound
     │   ├── ExecutionNotFound
     │   ├── TokenNotFound
+    │   ├── FileNotFound                        (opentess.files)
     │   ├── MemoryNotFound, CollectionNotFound  (opentess.memories)
     │   └── WebhookNotFound                     (opentess.webhooks)
     ├── Conflict                        409  the resource's state forbids it (inactive agent, …)
@@ -87,6 +88,11 @@ class ExecutionNotFound(NotFound):
 class TokenNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("Token not found")
+
+
+class FileNotFound(NotFound):
+    def __init__(self, message: str = "File not found") -> None:
+        super().__init__(message)
 
 
 class MemoryNotFound(NotFound):

@@ -51,7 +51,7 @@ class ProviderSettings(BaseModel):
 
 S = TypeVar("S", bound=ProviderSettings)
 
-COMMON_KEYS = frozenset({"provider", "input_price", "output_price", "max_tokens"})
+COMMON_KEYS = frozenset({"provider", "kind", "input_price", "output_price", "max_tokens"})
 """The keys every model takes, whatever its provider; the others belong to the provider."""
 
 
@@ -95,6 +95,9 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: str
+    # chat: agents run on it; embedding: an OpenAI-compatible /v1/embeddings model for file
+    # retrieval (opentess.files, docs/files.md)
+    kind: Literal["chat", "embedding"] = "chat"
     # credits per million tokens
     input_price: float = Field(default=0.0, ge=0)
     output_price: float = Field(default=0.0, ge=0)
@@ -254,6 +257,31 @@ class Settings(BaseSettings):
     jobs_poll_s: float = Field(default=1.0, gt=0)
     jobs_backoff_scale: float = Field(default=1.0, gt=0)
     # -- files and knowledge (opentess.files) --
+    files_storage: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_prefix: str = ""
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    files_workspace_max_files: int = Field(default=10_000, ge=1)
+    files_workspace_max_bytes: int = Field(default=10 * 1024**3, ge=1)
+    files_agent_max_files: int = Field(default=1000, ge=1)
+    files_max_pages: int = Field(default=2000, ge=1)
+    files_max_chars: int = Field(default=5_000_000, ge=1000)
+    files_extract_timeout_s: float = Field(default=300.0, gt=0)
+    files_extract_memory_mb: int = Field(default=2048, ge=256)
+    files_extract_workers: int = Field(default=2, ge=1, le=32)
+    files_chunk_tokens: int = Field(default=300, ge=50, le=8000)
+    files_whole_file_tokens: int = Field(default=1500, ge=0)
+    files_context_tokens: int = Field(default=4000, ge=0)
+    files_model_context_tokens: dict[str, int] = Field(default_factory=dict)
+    files_wait_s: float = Field(default=30.0, ge=0)
+    files_upload_url_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    files_embedding_model: str | None = None
+    files_credits_per_mb: float = Field(default=0.0, ge=0)
+    files_credits_per_page: float = Field(default=0.0, ge=0)
+    files_job_lease_s: float = Field(default=60.0, gt=0)
+    files_cache_mb: int = Field(default=256, ge=0)
     # -- memories and webhooks (opentess.memories, opentess.webhooks) --
     memories_max_chars: int = Field(default=8000, ge=0)
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -296,6 +324,16 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"public_url must be an http(s) URL such as https://agents.example.com, not {self.public_url!r}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_files(self) -> Settings:
+        # the files capability's settings that name other things (docs/files.md)
+        if self.files_storage == "s3" and not self.s3_bucket:
+            raise ValueError("files_storage = 's3' needs s3_bucket (OPENTESS_S3_BUCKET)")
+        name = self.files_embedding_model
+        if name is not None and (name not in self.models or self.models[name].kind != "embedding"):
+            raise ValueError(f"files_embedding_model {name!r} is not a configured model of kind 'embedding'")
         return self
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ from opentess.coordination import make_cancel_bus, make_limiter
 from opentess.db.engine import make_engine, pending_migrations
 from opentess.executions.service import ExecutionService
 from opentess.files import capability as files
+from opentess.files import uploads as files_uploads
 from opentess.jobs import JobQueue, JobRunner
 from opentess.limits import Admission
 from opentess.memories import capability as memories
@@ -117,7 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_age=600,
             )
         )
-    middleware.append(Middleware(RequestBoundary, max_body_bytes=settings.max_body_bytes))
+    # the file uploads stream bodies up to OPENTESS_MAX_FILE_BYTES; every other route keeps the body limit
+    upload_limit = files_uploads.body_limit(settings.max_file_bytes)
+    middleware.append(Middleware(RequestBoundary, max_body_bytes=settings.max_body_bytes, limit_for=upload_limit))
     app = OpentessAPI(
         title="opentess",
         version=__version__,

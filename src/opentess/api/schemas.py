@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
 from opentess.agents import AgentSpec
+from opentess.api.files_schemas import KnowledgeUsed
 from opentess.api.memory_schemas import MemoriesUsed
 from opentess.api.openai import PATH as CHAT_PATH
 from opentess.questions import Question, QuestionType
@@ -182,6 +183,7 @@ class Execution(BaseModel):
     updated_at: Timestamp
     template_id: int = Field(description="The agent's id")
     memories: MemoriesUsed | None = Field(default=None, description="What the context took from memory collections")
+    knowledge: KnowledgeUsed | None = Field(default=None, description="The files and chunks the context used")
 
 
 class ExecutionPage(Page):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentess.api import files_wire
 from opentess.clock import laravel
 from opentess.executions.live import ExecutionResult, LiveExecution
 from opentess.memories import wire as memories_wire
@@ -27,6 +28,7 @@ def execution(record: ExecutionRecord) -> dict[str, Any]:
         "updated_at": laravel(record.updated_at),
         "template_id": record.agent_id,
         "memories": memories_wire.used(record.context),  # what the context took from memories
+        "knowledge": files_wire.knowledge(record.context),  # the files and chunks the context used
     }
 
 

@@ -182,4 +182,14 @@ from opentess.memories import tables as memories_tables  # noqa: E402
 from opentess.web import tables as web_tables  # noqa: E402
 from opentess.webhooks import tables as webhooks_tables  # noqa: E402
 
-__all__ = ["Base", "files_tables", "memories_tables", "web_tables", "webhooks_tables"]
+# tables a capability's migration keeps outside these models (SQLite's FTS5 index of file chunks
+# and its shadow tables): Alembic's comparisons leave them out (migrations/env.py, the tests)
+UNMANAGED_TABLE_PREFIXES: tuple[str, ...] = ("file_chunks_fts",)  # opentess.files (migration 0007_files)
+
+
+def include_name(name: str | None, type_: str, _parent_names: Any) -> bool:
+    """Alembic's ``include_name`` hook: False for the tables the models do not manage."""
+    return not (type_ == "table" and name is not None and name.startswith(UNMANAGED_TABLE_PREFIXES))
+
+
+__all__ = ["Base", "files_tables", "include_name", "memories_tables", "web_tables", "webhooks_tables"]

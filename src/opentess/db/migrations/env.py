@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from opentess.db.models import Base
+from opentess.db.models import Base, include_name
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -16,6 +16,7 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_name=include_name,  # not the FTS5 tables the models do not manage
 )
 with context.begin_transaction():
     context.run_migrations()
