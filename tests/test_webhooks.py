@@ -535,3 +535,71 @@ def test_the_documented_receiver_verifies_deliveries(hooked: Hooked, tmp_path: P
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert out.split()[:2] == [str(execution["id"]), "succeeded"]
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for ``name`` that is its own authority (the receiver's), and its key."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+def test_https_goes_to_the_checked_address_under_the_urls_name(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection goes to the address the name resolved to, while TLS (SNI and the
+    certificate check) and the Host header speak of the name: a certificate for ``localhost``
+    is accepted for https://localhost, and refused for the same receiver called by its address."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path, "localhost")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the server trusts this receiver's certificate
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    settings = {**FAST, "webhook_allow_hosts": ["localhost", "127.0.0.1"]}
+    with (
+        isolated_world("sqlite", tmp_path / "data", upstream.url, **settings) as world,
+        Receiver(tls=tls).start() as receiver,
+    ):
+        server = LiveServer(world.settings).start()
+        env = Hooked(world, server)
+        try:
+            agent = env.agent("TLS")
+            by_name = env.hook(agent, f"https://localhost:{receiver.port}/hook")
+            by_address = env.hook(agent, f"https://127.0.0.1:{receiver.port}/hook")
+            execution = env.run(agent)
+            wait_until(lambda: len(receiver.received()) == 1, "delivered over TLS")
+            got = receiver.received()[0]
+            assert got.headers["Host"] == f"localhost:{receiver.port}"
+            assert _verified(by_name["secret"], got)["id"] == execution["id"]
+            wait_until(lambda: bool(env.deliveries(by_address["id"])[0]["attempts"]), "an attempt by address")
+            refused = env.deliveries(by_address["id"])[0]["attempts"][0]
+            assert refused["success"] is False and "CERTIFICATE_VERIFY_FAILED" in refused["error"]
+        finally:
+            env.close()
+            server.stop()

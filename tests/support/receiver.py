@@ -6,6 +6,7 @@ chosen beforehand, so a test can register its URL while it is still down."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +26,10 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.tls = tls  # serve https with this context
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/hook"
         self.requests: list[Received] = []
         self.answers: list[int | str] = []  # for the next requests, in order: a status or "hang"; then 200
         self._lock = threading.Lock()
@@ -45,7 +47,7 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.tls).start()
 
     def stop(self) -> None:
         """Stop listening (the thread stays, so that ``start`` can listen again)."""

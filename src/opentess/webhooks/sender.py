@@ -7,15 +7,17 @@ bytes, over ``id.timestamp.content``), so that a receiver verifies it with the
 ``standardwebhooks`` or ``svix`` libraries. The content signed is the body of a POST and the
 query string of a GET.
 
-The connection goes to an address ``safety.checked_addresses`` approved (the next one when
-one refuses the connection), with the URL's host in
-the ``Host`` header and in TLS (SNI and the certificate check); redirects are not followed; the
+The connection goes to an address ``safety.checked_addresses`` approved (the next one when one
+refuses the connection), with the URL's host in the ``Host`` header and in TLS (SNI and the
+certificate check), over a connection pool of that host's own; redirects are not followed; the
 whole exchange is bounded by the receiver timeout; only the first kilobyte of the answer is read."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +33,7 @@ from opentess.webhooks import safety
 
 USER_AGENT = f"opentess-webhooks/{__version__}"
 RESPONSE_CHARS = 1000
+MAX_POOLS = 64  # receivers' hosts with connections kept open (the least recently used is closed)
 MAX_ADDRESSES = 3  # tried in turn when one refuses the connection (an IPv6 and an IPv4 address, say)
 # what a GET delivery carries in its query string (the rest: GET /agent-responses/{id})
 GET_FIELDS = ("id", "status", "template_id", "root_id", "credits", "created_at", "updated_at")
@@ -63,16 +66,38 @@ class Sender:
     def __init__(self, allow_hosts: Sequence[str], timeout_s: float) -> None:
         self.allow_hosts = list(allow_hosts)
         self.timeout_s = timeout_s
-        # no proxy from the environment: the connection must go to the address that was checked
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        )
+        # certificates checked against the system's (SSL_CERT_FILE / SSL_CERT_DIR point elsewhere),
+        # as for the model upstreams
+        self._tls = ssl.create_default_context()
+        self._clients: OrderedDict[tuple[str, str], httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _client(self, target: safety.Target) -> httpx.AsyncClient:
+        """The connection pool of one URL host. httpx pools connections by the address connected
+        to, so one pool for every host would send a request for one name over a TLS connection
+        verified for another name at the same address."""
+        key = (target.scheme, target.host)
+        client = self._clients.pop(key, None)
+        if client is None:
+            # no proxy from the environment: the connection must go to the address that was checked
+            client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                verify=self._tls,
+                timeout=httpx.Timeout(self.timeout_s),
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=4),
+            )
+            if len(self._clients) >= MAX_POOLS:
+                _, oldest = self._clients.popitem(last=False)
+                closing = asyncio.get_running_loop().create_task(oldest.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        self._clients[key] = client  # the most recently used last
+        return client
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
 
     async def send(self, url: str, method: str, secret: str, message_id: str, payload: dict[str, Any]) -> Outcome:
         """One attempt; never raises (the outcome says what happened)."""
@@ -125,14 +150,15 @@ class Sender:
         extensions: dict[str, Any],
     ) -> tuple[httpx.Response, bytes]:
         """Send to the first address that takes the connection; the answer's first kilobyte."""
+        client = self._client(target)
         for n, address in enumerate(addresses[:MAX_ADDRESSES]):
             host = f"[{address}]" if address.version == 6 else str(address)
-            request = self.client.build_request(
+            request = client.build_request(
                 method, f"{target.scheme}://{host}:{target.port}{path}", content=content, headers=headers,
                 extensions=extensions,
             )  # fmt: skip
             try:
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             except httpx.ConnectError:
                 if n + 1 < min(len(addresses), MAX_ADDRESSES):
                     continue
