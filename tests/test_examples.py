@@ -90,7 +90,7 @@ def _serve(home: Path, config: str) -> Iterator[dict[str, str]]:
         yield {**env, **exports, "PATH": f"{home / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.communicate(timeout=30)  # and close its pipe
 
 
 def _ready(port: int) -> bool:

@@ -32,7 +32,7 @@ def test_a_killed_servers_runs_are_failed_after_the_next_start(tmp_path: Path, u
         assert execution(world.settings, run_id)["status"] == "running"
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.communicate(timeout=10)  # and close its pipe
     assert execution(world.settings, run_id)["status"] == "running"  # nobody was left to end it
     proc = serve(config, tmp_path / "data", port)
     try:
