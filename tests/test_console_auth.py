@@ -92,7 +92,10 @@ def test_the_sign_in_form_needs_its_own_csrf_token(site: Site) -> None:
         assert "opentess_session=" not in forged.headers.get("set-cookie", "")
     with site.client() as other:  # a token taken from one browser is worthless in another
         token = form_token(httpx.get(f"{site.url}/ui/signin").text)
-        assert other.post("/ui/signin", data={"email": ALICE, "password": PASSWORD, "csrf_token": token}).status_code == 403
+        assert (
+            other.post("/ui/signin", data={"email": ALICE, "password": PASSWORD, "csrf_token": token}).status_code
+            == 403
+        )
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/ui", "//evil.example/ui", "/agents", "/ui\\@evil"])
@@ -194,7 +197,10 @@ def test_another_workspace_is_invisible(site: Site) -> None:
         assert bob.post("/ui/tokens/1/revoke", data={"csrf_token": csrf}).status_code == 404
         switch = bob.post("/ui/workspace", data={"csrf_token": csrf, "workspace_id": str(world.workspace_id)})
         assert switch.status_code == 404
-    assert httpx.get(f"{site.url}/agents/{world.agent_id}", headers={"Authorization": f"Bearer {world.token}"}).status_code == 200
+    assert (
+        httpx.get(f"{site.url}/agents/{world.agent_id}", headers={"Authorization": f"Bearer {world.token}"}).status_code
+        == 200
+    )
 
 
 def test_the_workspace_switcher_shows_only_the_visitors_workspaces(site: Site) -> None:
@@ -216,9 +222,7 @@ def test_the_workspace_switcher_shows_only_the_visitors_workspaces(site: Site) -
 def test_sign_in_attempts_are_limited_per_account_and_per_address(site: Site, tmp_path: Path) -> None:
     """Past the limit even the right password is refused (429 with Retry-After), without
     locking out other accounts until the address's own limit is reached."""
-    settings = site.world.settings.model_copy(
-        update={"console_signin_account_rpm": 3, "console_signin_address_rpm": 5}
-    )
+    settings = site.world.settings.model_copy(update={"console_signin_account_rpm": 3, "console_signin_address_rpm": 5})
     server = LiveServer(settings).start()
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -256,7 +260,9 @@ def test_set_password_from_the_cli_ends_the_users_sessions(site: Site) -> None:
         assert sign_in(client, BOB, "a new long password").status_code == 303
     prompted = runner.invoke(cli, ["users", "set-password", BOB], input=f"{PASSWORD}\n{PASSWORD}\n", env=env)
     assert prompted.exit_code == 0 and PASSWORD not in prompted.stdout
-    unknown = runner.invoke(cli, ["users", "set-password", "nobody@example.com", "--password-stdin"], input="x" * 9, env=env)
+    unknown = runner.invoke(
+        cli, ["users", "set-password", "nobody@example.com", "--password-stdin"], input="x" * 9, env=env
+    )
     assert unknown.exit_code == 1 and "no user with email nobody@example.com" in unknown.stderr
 
 

@@ -88,7 +88,7 @@ def _editor(
 
 
 def _new_form(state: AppState) -> AgentForm:
-    return AgentForm(instructions="You are a helpful assistant.", model_default=state.settings.default_model)
+    return AgentForm(instructions="You are a helpful assistant.")
 
 
 @page

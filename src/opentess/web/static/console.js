@@ -46,6 +46,9 @@ function formatCredits(value) {
 }
 export { formatCredits };
 
+// a page that answers a form (a new token's secret): reloading it must not send the form again
+if (document.querySelector("[data-answers-post]")) window.history.replaceState(null, "", window.location.href);
+
 // [data-autosubmit]: a select that submits its form when changed (its button is then hidden)
 for (const select of document.querySelectorAll("select[data-autosubmit]")) {
   select.addEventListener("change", () => select.form.requestSubmit());

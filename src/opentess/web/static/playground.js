@@ -219,6 +219,25 @@ function apiBase() {
   return window.location.origin + root.replace(/\/ui$/, "");
 }
 
+/** A JSON value as a Python literal (True, False, None). */
+function python(value, indent = "") {
+  if (value === null) return "None";
+  if (value === true) return "True";
+  if (value === false) return "False";
+  if (Array.isArray(value)) {
+    if (!value.length) return "[]";
+    const inner = indent + "    ";
+    return `[\n${value.map((v) => inner + python(v, inner)).join(",\n")},\n${indent}]`;
+  }
+  if (typeof value === "object") {
+    const entries = Object.entries(value);
+    if (!entries.length) return "{}";
+    const inner = indent + "    ";
+    return `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${python(v, inner)}`).join(",\n")},\n${indent}}`;
+  }
+  return JSON.stringify(value);
+}
+
 function renderSnippet() {
   let body;
   try {
@@ -237,7 +256,7 @@ function renderSnippet() {
     snippet.textContent = `import json, os
 import httpx
 
-body = json.loads(${JSON.stringify(json)})
+body = ${python(body)}
 headers = {"Authorization": f"Bearer {os.environ['OPENTESS_TOKEN']}"}
 with httpx.stream("POST", "${url}", json=body, headers=headers, timeout=None) as response:
     response.raise_for_status()
