@@ -89,6 +89,10 @@ class Authenticator:
         self._tokens.clear()
         self._unknown.clear()
 
+    def forget_memberships(self) -> None:
+        """Drop cached memberships now (this process changed one; others follow within 1 s)."""
+        self._members.clear()
+
     async def _token(self, secret: str) -> TokenRecord | None:
         key = hash_token(secret)
         if self._unknown.get(key):

@@ -51,7 +51,7 @@ class ProviderSettings(BaseModel):
 
 S = TypeVar("S", bound=ProviderSettings)
 
-COMMON_KEYS = frozenset({"provider", "kind", "input_price", "output_price", "max_tokens"})
+COMMON_KEYS = frozenset({"provider", "kind", "input_price", "output_price", "max_tokens", "supports_tools"})
 """The keys every model takes, whatever its provider; the others belong to the provider."""
 
 
@@ -103,6 +103,8 @@ class ModelConfig(BaseModel):
     output_price: float = Field(default=0.0, ge=0)
     # the answer's length when a caller asks for none (the local provider also stops at its context)
     max_tokens: int | None = Field(default=None, ge=1)
+    # OpenAI function calling: the `agent` toolset's loop, and search queries the model rewrites
+    supports_tools: bool = False
     options: SerializeAsAny[ProviderSettings]
 
     def __init__(self, **data: Any) -> None:
@@ -204,10 +206,65 @@ class _TomlSource(PydanticBaseSettingsSource):
         return dict(self._data)
 
 
+class SearchTable(BaseModel):
+    """``[search]``: the web search backend of the ``internet`` toolsets and the agent's
+    ``web_search`` tool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["searxng", "brave", "tavily"]
+    base_url: str | None = None  # searxng: required; brave, tavily: their public API by default
+    api_key: str | None = None
+    api_key_env: str | None = None
+    results: int = Field(default=5, ge=1, le=20)  # results asked of the backend
+    pages: int = Field(default=3, ge=0, le=10)  # of them, pages read for their text
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchTable:
+        if self.provider == "searxng" and not self.base_url:
+            raise ValueError("[search] provider 'searxng' needs base_url (your SearXNG, e.g. http://searxng:8080)")
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"[search] base_url must be an http(s) URL, not {self.base_url!r}")
+        return self
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class WikipediaTable(BaseModel):
+    """``[wikipedia]``: the MediaWiki the ``wikipedia`` toolset searches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = "https://en.wikipedia.org"
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[a-z]+)?$")
+    results: int = Field(default=3, ge=1, le=10)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ToolsetTable(BaseModel):
+    """``[toolsets.NAME]``: a toolset of a known kind, e.g. ``kind = "internet"`` with
+    ``sites = ["reddit.com"]``; prices in credits per search and per page read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["internet", "wikipedia", "agent", "none"]
+    sites: list[str] = Field(default_factory=list)
+    description: str = ""
+    credits_per_search: float = Field(default=0.0, ge=0)
+    credits_per_page: float = Field(default=0.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything the server reads from its environment. See docs/configuration.md."""
 
-    model_config = SettingsConfigDict(env_prefix="OPENTESS_", extra="forbid")
+    # an empty variable (OPENTESS_DATA_DIR=) is no setting, as a shell user expects
+    model_config = SettingsConfigDict(env_prefix="OPENTESS_", extra="forbid", env_ignore_empty=True)
 
     config: Path | None = None
     # the same place for the server and every CLI command, wherever they are started from
@@ -288,6 +345,16 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_disable_after: int = Field(default=5, ge=1)
     webhook_sweep_s: float = Field(default=15.0, gt=0)
+    # -- toolsets (opentess.toolsets): [search], [wikipedia], [toolsets.NAME] tables --
+    search: SearchTable | None = None
+    wikipedia: WikipediaTable = Field(default_factory=lambda: WikipediaTable())
+    toolsets: dict[str, ToolsetTable] = Field(default_factory=dict)
+    fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    fetch_max_bytes: int = Field(default=2_000_000, ge=1024)
+    fetch_timeout_s: float = Field(default=10.0, gt=0)
+    agent_max_steps: int = Field(default=25, ge=1, le=100)
+    agent_max_seconds: float = Field(default=300.0, gt=0)
+    agent_max_tokens: int = Field(default=200_000, ge=1)
     # -- the web console (opentess.web) --
     console_enabled: bool = True
     console_session_hours: float = Field(default=168.0, gt=0)
@@ -307,7 +374,7 @@ class Settings(BaseSettings):
         raw_path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get("OPENTESS_CONFIG")
         return (init_settings, env_settings, _TomlSource(settings_cls, raw_path))
 
-    @field_validator("cors_origins", "webhook_allow_hosts", mode="before")
+    @field_validator("cors_origins", "webhook_allow_hosts", "fetch_allow_hosts", mode="before")
     @classmethod
     def _origins_from_text(cls, value: Any) -> Any:
         # OPENTESS_CORS_ORIGINS=https://a.example,https://b.example (or a JSON list); the same

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from opentess.agents import AgentSpec
 from opentess.api.files_schemas import KnowledgeUsed
 from opentess.api.memory_schemas import MemoriesUsed
-from opentess.api.openai import PATH as CHAT_PATH
 from opentess.questions import Question, QuestionType
 
+CHAT_PATH = "/agents/{agent_id:id}/openai/chat/completions"  # the hot route (opentess.api.openai)
 Timestamp = str  # Laravel form, e.g. 2025-01-05T19:35:21.000000Z
 PageQuery = Annotated[str | None, Query(description="Page number, from 1")]
 PerPageQuery = Annotated[str | None, Query(description="Items per page, 1-100 (default 15)")]
@@ -50,6 +50,25 @@ class OpenAIErrorDetail(BaseModel):
 
 class OpenAIError(BaseModel):
     error: OpenAIErrorDetail
+
+
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIError, "description": "OpenAI's error object"} for status in (401, 403, 404, 422, 429, 500)
+}
+
+
+class ModelObject(BaseModel):
+    """OpenAI's model object."""
+
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelObject]
 
 
 def native_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -117,6 +136,7 @@ class ManagedAgent(Agent):
     """The agent with its instructions template (management routes)."""
 
     instructions: str
+    max_tokens: int | None
 
 
 class AgentCreate(AgentSpec):
@@ -137,6 +157,7 @@ class AgentUpdate(BaseModel):
     active: bool | None = None
     instructions: str | None = None
     questions: list[Question] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
 
 
 class PageLink(BaseModel):

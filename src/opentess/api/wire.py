@@ -117,6 +117,7 @@ def managed_agent(record: AgentRecord) -> dict[str, Any]:
         **agent(record),
         "questions": [q.model_dump(exclude_none=True) for q in record.questions],
         "instructions": record.instructions,
+        "max_tokens": record.max_tokens,
     }
 
 

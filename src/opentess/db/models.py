@@ -95,6 +95,8 @@ class Agent(Base):
     type: Mapped[str] = mapped_column(String(10), default="chat")
     instructions: Mapped[str] = mapped_column(Text, default="")
     questions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # the longest answer of a run when the caller asks none (None: the model's default)
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     # deleting an agent hides it but keeps its executions readable

@@ -167,7 +167,11 @@ class ExecutionService:
     def _plan(self, agent: AgentRecord, draft: ContextDraft, system: list[dict[str, str]]) -> ExecutionPlan:
         model_config = self.models.config(draft.model)
         asked = draft.request.sampling
-        max_tokens = asked.max_tokens if asked.max_tokens is not None else model_config.max_tokens
+        # the caller's, else the agent's, else the model's default (the local provider also stops
+        # where its context is full)
+        max_tokens = next(
+            (n for n in (asked.max_tokens, agent.max_tokens, model_config.max_tokens) if n is not None), None
+        )
         sampling = Sampling(
             temperature=draft.temperature,
             max_tokens=max_tokens,

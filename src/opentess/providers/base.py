@@ -54,10 +54,42 @@ class Sampling:
         return values
 
 
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call (OpenAI function calling): its name, what it does, and its
+    parameters as JSON Schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for: ``arguments`` is the JSON text it wrote (it may not parse)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
 @dataclass(slots=True)
 class ChatRequest:
-    messages: list[dict[str, str]]
+    # messages are {"role", "content"}; in a tool loop an assistant message may carry
+    # "tool_calls" and "tool" messages carry "tool_call_id" (OpenAI's shapes)
+    messages: list[dict[str, Any]]
     sampling: Sampling = field(default_factory=Sampling)
+    tools: tuple[ToolSpec, ...] = ()  # offered to the model (providers whose models support tools)
+    tool_choice: str | dict[str, Any] | None = None  # "auto", "required", or one function
 
 
 @dataclass(slots=True)
@@ -66,7 +98,8 @@ class Completion:
 
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "tool_calls"
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Provider(ABC):

@@ -25,6 +25,7 @@ from opentess.providers.base import (
     ChatRequest,
     Completion,
     Provider,
+    ToolCall,
     estimate_tokens,
     messages_text,
     register,
@@ -134,6 +135,10 @@ class OpenAIProvider(Provider):
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(request.sampling.given())
+        if request.tools:
+            body["tools"] = [tool.openai() for tool in request.tools]
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         return orjson.dumps(body)
 
     async def _post(self, request: ChatRequest, stream: bool) -> UpstreamResponse:
@@ -185,6 +190,7 @@ class OpenAIProvider(Provider):
             produced: list[str] = []
             finish: str | None = None
             usage: dict[str, Any] | None = None
+            calls: dict[int, dict[str, str]] = {}  # tool calls arrive in pieces, by index
             done = False
             try:
                 async for payload in _sse_data(resp):
@@ -209,6 +215,8 @@ class OpenAIProvider(Provider):
                         if content:
                             produced.append(content)
                             yield content
+                        for piece in delta.get("tool_calls") or ():
+                            _merge_call(calls, piece)
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
             except TimeoutError as exc:
@@ -218,7 +226,7 @@ class OpenAIProvider(Provider):
                 raise UpstreamError(f"model {self.name}: the upstream connection failed") from exc
             if not done and finish is None:
                 raise UpstreamError(f"model {self.name}: the upstream closed the stream before finishing")
-            yield _completion(usage, finish, request, "".join(produced))
+            yield _completion(usage, finish, request, "".join(produced), _calls(calls))
         finally:
             # a response not read to its end drops its connection, so the upstream stops generating
             await resp.aclose()
@@ -253,10 +261,14 @@ class OpenAIProvider(Provider):
             raise UpstreamError(f"model {self.name}: the upstream answered with an error")
         try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            message = choice["message"]
+            text = message.get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"model {self.name}: the upstream answer has no choices[0].message") from exc
-        return text, _completion(data.get("usage"), choice.get("finish_reason"), request, text)
+        calls: dict[int, dict[str, str]] = {}
+        for index, call in enumerate(message.get("tool_calls") or ()):
+            _merge_call(calls, {**call, "index": index} if isinstance(call, dict) else {})
+        return text, _completion(data.get("usage"), choice.get("finish_reason"), request, text, _calls(calls))
 
 
 def _message(event: dict[str, Any]) -> str:
@@ -266,12 +278,38 @@ def _message(event: dict[str, Any]) -> str:
     return str(err)
 
 
-def _completion(usage: Any, finish: str | None, request: ChatRequest, text: str) -> Completion:
+def _completion(
+    usage: Any, finish: str | None, request: ChatRequest, text: str, calls: tuple[ToolCall, ...] = ()
+) -> Completion:
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
         prompt, completion = usage["prompt_tokens"], int(usage.get("completion_tokens") or 0)
     else:
         prompt, completion = estimate_tokens(messages_text(request.messages)), estimate_tokens(text)
-    return Completion(prompt, completion, "length" if finish == "length" else "stop")
+    reason = "tool_calls" if calls else "length" if finish == "length" else "stop"
+    return Completion(prompt, completion, reason, calls)
+
+
+def _merge_call(calls: dict[int, dict[str, str]], piece: Any) -> None:
+    """Add a piece of a streamed tool call (OpenAI sends the id and name first, then the
+    arguments in fragments, each with the call's index)."""
+    if not isinstance(piece, dict):
+        return
+    index = piece.get("index", 0)
+    call = calls.setdefault(index if isinstance(index, int) else 0, {"id": "", "name": "", "arguments": ""})
+    if piece.get("id"):
+        call["id"] = str(piece["id"])
+    function = piece.get("function") or {}
+    if isinstance(function, dict):
+        if function.get("name"):
+            call["name"] = str(function["name"])
+        if function.get("arguments"):
+            call["arguments"] += str(function["arguments"])
+
+
+def _calls(calls: dict[int, dict[str, str]]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}") for i, c in sorted(calls.items()) if c["name"]
+    )
 
 
 async def _sse_data(resp: UpstreamResponse) -> AsyncIterator[bytes]:
