@@ -117,3 +117,56 @@ PNG = (
     b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82"
 )
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8
+
+
+FILLER_SUBJECTS = [
+    "The turbine hall",
+    "The cooling tower",
+    "The control room",
+    "The password policy",
+    "Each shift",
+    "The emergency drill",
+    "The storage yard",
+    "The night crew",
+    "Turbine 3",
+    "The audit team",
+]
+FILLER_VERBS = [
+    "is inspected",
+    "was repainted",
+    "reports to",
+    "depends on",
+    "is reviewed with",
+    "was moved near",
+    "is logged by",
+    "shares a budget with",
+    "is cleaned after",
+    "is scheduled before",
+]
+FILLER_OBJECTS = [
+    "the quarterly checklist",
+    "the maintenance office",
+    "the west gate",
+    "the safety officer",
+    "the spare parts list",
+    "the backup generator",
+    "the visitor badge desk",
+    "the canteen",
+    "the fire brigade",
+    "the weekly report",
+]
+
+
+def filler(paragraphs: int, seed: int = 7) -> list[str]:
+    """Plausible plant-manual paragraphs (the same words again and again, as a long manual has)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for n in range(paragraphs):
+        sentences = [
+            f"{rng.choice(FILLER_SUBJECTS)} {rng.choice(FILLER_VERBS)} {rng.choice(FILLER_OBJECTS)}."
+            for _ in range(rng.randint(8, 14))
+        ]
+        out.append(f"Section {n + 1}. " + " ".join(sentences))
+    return out

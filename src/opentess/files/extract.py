@@ -206,6 +206,16 @@ def extract(path: Path, filename: str, content_type: str, limits: Limits) -> Ext
     return result
 
 
+def _unreadable(kind: str, exc: Exception) -> ExtractionError:
+    """The error of an Office file a library could not read. libxml2 reports an allocation
+    that failed under the worker's memory limit as an "unknown error" of the XML."""
+    if isinstance(exc, MemoryError) or "unknown error" in str(exc) or "Memory allocation failed" in str(exc):
+        return ExtractionError(
+            f"Reading this {kind} file needs more memory than a reader may use (OPENTESS_FILES_EXTRACT_MEMORY_MB)."
+        )
+    return ExtractionError(f"The {kind} file could not be read ({type(exc).__name__}: {exc}).")
+
+
 def _pdf(path: Path, limits: Limits) -> Extracted:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
@@ -257,7 +267,7 @@ def _docx(path: Path, limits: Limits) -> Extracted:
                 if budget.full:
                     break
     except Exception as exc:  # python-docx and lxml raise many kinds on a damaged file
-        raise ExtractionError(f"The DOCX file could not be read ({type(exc).__name__}: {exc}).") from None
+        raise _unreadable("DOCX", exc) from None
     note = f"only the first {limits.max_chars:,} characters were read" if budget.full else None
     return Extracted("docx", segments, note=note)
 
@@ -297,7 +307,7 @@ def _pptx(path: Path, limits: Limits) -> Extracted:
                 break
         total = len(presentation.slides)
     except Exception as exc:  # python-pptx and lxml raise many kinds on a damaged file
-        raise ExtractionError(f"The PPTX file could not be read ({type(exc).__name__}: {exc}).") from None
+        raise _unreadable("PPTX", exc) from None
     note = None
     if budget.full:
         note = f"only the first {limits.max_chars:,} characters were read"
@@ -321,7 +331,10 @@ def _xlsx(path: Path, limits: Limits) -> Extracted:
     headers: dict[str, str] = {}
     sheets = 0
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        # a file object: openpyxl refuses a path whose name does not end in .xlsx, and files
+        # are stored under generated names
+        handle = path.open("rb")
+        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
         try:
             for sheet in workbook.worksheets:
                 sheets += 1
@@ -341,8 +354,9 @@ def _xlsx(path: Path, limits: Limits) -> Extracted:
                     break
         finally:
             workbook.close()
+            handle.close()
     except Exception as exc:  # openpyxl raises many kinds on a damaged file
-        raise ExtractionError(f"The XLSX file could not be read ({type(exc).__name__}: {exc}).") from None
+        raise _unreadable("XLSX", exc) from None
     if not segments and headers:  # sheets of one row each: the rows are the content
         segments = [Segment("row", 1, line, group) for group, line in headers.items()]
         headers = {}

@@ -21,7 +21,7 @@ from opentess.errors import UpstreamError
 from opentess.files.embeddings import Embedder
 from opentess.files.extract import ExtractionError
 from opentess.files.extraction import Extraction, ExtractionPool
-from opentess.files.search import fold
+from opentess.files.search import FullText, fold
 from opentess.files.storage import Storage
 from opentess.files.store import WAITING, ChunkRow, FileStore
 from opentess.jobs import Job, JobContext
@@ -44,8 +44,10 @@ class Processor:
         pool: ExtractionPool,
         settings: Settings,
         embedder: Embedder | None,
+        fulltext: FullText | None = None,
     ) -> None:
         self.store = store
+        self.fulltext = fulltext
         self.storage = storage
         self.pool = pool
         self.settings = settings
@@ -108,6 +110,8 @@ class Processor:
             "error": extraction.note,  # what the limits left out, shown beside a completed file
         }
         if await self.store.complete(file_id, generation, rows, values):
+            if self.fulltext is not None:
+                await self.fulltext.refresh_statistics()
             self._ended()
             log.info("file %s processed: %s, %d chunk(s)", file_id, extraction.kind, len(rows))
 

@@ -5,9 +5,10 @@
   frequency with length normalisation (``ts_rank`` of that term, normalisation 1) weighted by
   the term's inverse document frequency.
 - Bounded work. A query's cost grows with how many chunks contain its terms, and a term found
-  in most chunks adds almost nothing to BM25 (its IDF is near zero). So the query's terms are
-  taken rarest first, while the chunks they match stay within a budget (document frequencies
-  from FTS5's vocabulary on SQLite, from PostgreSQL's own statistics of the column; cached).
+  in most chunks adds almost nothing to BM25 (its IDF is near zero, negative past half). So the
+  query's terms are taken rarest first, while the chunks they match stay within a budget, and a
+  term in more than half of the chunks is left out (document frequencies from FTS5's vocabulary
+  on SQLite, from PostgreSQL's own statistics of the column; cached).
 - Vectors, when an embedding model is configured: cosine similarity over the files' chunk
   embeddings, kept in memory per file (files do not change once processed), and the two
   rankings fused by reciprocal rank (RRF, k = 60)."""
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.files.tables import FileChunk
@@ -35,6 +36,9 @@ MAX_QUERY_TERMS = 12
 SQLITE_POSTINGS = 20_000
 POSTGRES_RANKINGS = 6_000
 STATS_TTL_S = 300.0
+EMPTY_STATS_TTL_S = 5.0  # no statistics yet (a new table): look again soon
+COMMON_SHARE = 0.5  # a term in more chunks than this share of them is left out…
+COMMON_MIN_CHUNKS = 10  # …once there are this many chunks
 RRF_K = 60
 _WORD = re.compile(r"[^\W_]+")
 
@@ -85,6 +89,7 @@ class FullText:
         self.postgres = engine.dialect.name == "postgresql"
         self._df = _TTL(STATS_TTL_S)
         self._pg_stats: tuple[float, dict[str, float], float, float] | None = None  # (at, freqs, floor, rows)
+        self._sqlite_total: tuple[float, int] | None = None  # (until, chunks)
 
     # document frequencies -------------------------------------------------------------------------
 
@@ -96,11 +101,22 @@ class FullText:
                 bindparam("terms", expanding=True)
             )
             async with self.engine.connect() as conn:
-                rows: dict[str, int] = dict((await conn.execute(stmt, {"terms": missing})).tuples().all())
+                rows = {str(r[0]): int(r[1]) for r in (await conn.execute(stmt, {"terms": missing})).all()}
             for word in missing:
                 found[word] = int(rows.get(word, 0))
                 self._df.put(word, found[word])
         return found
+
+    async def _sqlite_chunks(self, at_least: int) -> int:
+        """How many chunks there are (cached; counted again when a document frequency shows
+        the count is out of date)."""
+        cached = self._sqlite_total
+        if cached is not None and cached[0] > time.monotonic() and cached[1] >= at_least:
+            return cached[1]
+        async with self.engine.connect() as conn:
+            total = int((await conn.execute(select(func.count()).select_from(FileChunk))).scalar_one())
+        self._sqlite_total = (time.monotonic() + STATS_TTL_S, total)
+        return total
 
     async def _postgres_stats(self) -> tuple[dict[str, float], float, float]:
         """PostgreSQL's statistics of the tsvector column (ANALYZE keeps them): the most common
@@ -126,7 +142,7 @@ class FullText:
             freqs = dict(zip(row.elems, values[: len(row.elems)], strict=False))
             floor = float(values[len(row.elems)]) if len(values) > len(row.elems) else 0.0  # the least listed share
         count = max(float(rows or 0), 0.0)
-        self._pg_stats = (time.monotonic() + STATS_TTL_S, freqs, floor, count)
+        self._pg_stats = (time.monotonic() + (STATS_TTL_S if freqs else EMPTY_STATS_TTL_S), freqs, floor, count)
         return freqs, floor, count
 
     async def _postgres_df(self, words: list[str]) -> tuple[dict[str, float], float]:
@@ -139,20 +155,38 @@ class FullText:
     # selection ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def choose(frequencies: dict[str, float], budget: float, per_term: bool) -> list[str]:
+    def choose(frequencies: dict[str, float], budget: float, per_term: bool, total: float = 0.0) -> list[str]:
         """The rarest terms first, while the work they imply stays within ``budget``: their
-        postings (SQLite) or candidates × terms (PostgreSQL). At least the rarest one."""
+        postings (SQLite) or candidates × terms (PostgreSQL); at least the rarest one. Of
+        ``total`` chunks (when known), a term in more than half is left out."""
         chosen: list[str] = []
         postings = 0.0
+        common = total * COMMON_SHARE if total >= COMMON_MIN_CHUNKS else math.inf
         for word, df in sorted(frequencies.items(), key=lambda item: item[1]):
-            if df <= 0 and not per_term:
-                continue  # in no chunk at all
+            if (df <= 0 and not per_term) or df > common:
+                continue  # in no chunk at all, or in most of them
             cost = (postings + df) * (len(chosen) + 1) if per_term else postings + df
             if chosen and (cost > budget or len(chosen) >= MAX_QUERY_TERMS):
                 break
             chosen.append(word)
             postings += df
         return chosen
+
+    async def refresh_statistics(self) -> None:
+        """PostgreSQL: analyze the chunks once if the column has no statistics yet (a new
+        table), so that term choice has document frequencies; autovacuum keeps them fresh."""
+        if not self.postgres:
+            return
+        async with self.engine.connect() as conn:
+            known = (
+                await conn.execute(
+                    text("SELECT 1 FROM pg_stats WHERE tablename = 'file_chunks' AND attname = 'search_vector'")
+                )
+            ).first()
+        if known is None:
+            async with self.engine.begin() as conn:
+                await conn.execute(text("ANALYZE file_chunks"))
+            self._pg_stats = None
 
     # searching ---------------------------------------------------------------------------------------
 
@@ -165,7 +199,9 @@ class FullText:
         return await self._sqlite(list(file_ids), words, limit)
 
     async def _sqlite(self, file_ids: list[int], words: list[str], limit: int) -> list[Hit]:
-        chosen = self.choose(dict(await self._sqlite_df(words)), SQLITE_POSTINGS, per_term=False)
+        frequencies = await self._sqlite_df(words)
+        total = await self._sqlite_chunks(max(frequencies.values(), default=0))
+        chosen = self.choose(dict(frequencies), SQLITE_POSTINGS, per_term=False, total=total)
         if not chosen:
             return []
         match = " OR ".join(f'"{w}"' for w in chosen)
@@ -183,7 +219,7 @@ class FullText:
         frequencies, rows = await self._postgres_df(words)
         # candidates are at most the files' own chunks (the planner starts from the smaller side)
         capped = {w: min(df, float(chunks_in_files)) for w, df in frequencies.items()}
-        chosen = self.choose(capped, POSTGRES_RANKINGS, per_term=True)
+        chosen = self.choose(capped, POSTGRES_RANKINGS, per_term=True, total=rows)
         if not chosen:
             return []
         n = max(rows, float(chunks_in_files), 1.0)

@@ -84,8 +84,8 @@ class FilesService:
             settings.files_extract_workers, settings.files_extract_memory_mb, settings.files_extract_timeout_s
         )
         self.embedder: Embedder | None = embedder_for(settings)
-        self.processor = Processor(self.store, self.storage, self.pool, settings, self.embedder)
         self.fulltext = FullText(engine)
+        self.processor = Processor(self.store, self.storage, self.pool, settings, self.embedder, self.fulltext)
         cache = settings.files_cache_mb * MIB
         self.vectors = VectorIndex(engine, cache * 3 // 4)
         self._texts = _TextCache(cache // 4)
