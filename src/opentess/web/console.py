@@ -141,12 +141,13 @@ def ui_url(request: Request, path: str = "") -> str:
     return f"{request.scope.get('root_path', '')}/ui{path}"
 
 
-def safe_next(value: Any) -> str | None:
+def safe_next(request: Request, value: Any) -> str | None:
     """A path inside the console to go back to after signing in; None for anything else (an
     open redirect would send people from a trusted link to another site)."""
-    if isinstance(value, str) and value.startswith("/ui") and not value.startswith("//") and "\\" not in value:
-        return value
-    return None
+    ui = ui_url(request)
+    if not isinstance(value, str) or "\\" in value or value.startswith("//"):
+        return None
+    return value if value == ui or value.startswith((f"{ui}/", f"{ui}?")) else None
 
 
 def secure_cookies(request: Request, console: Console) -> bool:

@@ -15,13 +15,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opentess.api.errors import render as render_api_error
-from opentess.errors import InvalidInput, NotFound, RateLimited
+from opentess.errors import InvalidInput, NotFound, OpentessError, RateLimited
 from opentess.ids import parse_id
 from opentess.web.accounts import Account
 from opentess.web.console import (
     FORM_COOKIE,
     SESSION_COOKIE,
     Console,
+    SignInRequired,
     Visitor,
     clear_cookie,
     console_of,
@@ -86,9 +87,15 @@ async def signin_form(request: Request) -> Response:
     console = console_of(request)
     if not console.enabled:
         return error_page(request, None, NotFound("Not found"))
+    target = safe_next(request, request.query_params.get("next")) or ""
+    try:  # already signed in: straight on
+        await console.visitor(request)
+        return RedirectResponse(target or ui_url(request, "/agents"), status_code=303)
+    except (SignInRequired, OpentessError):
+        pass
     notice = request.query_params.get("notice", "")
     return await _form_page(
-        request, console, "signin.html", email="", next=safe_next(request.query_params.get("next")) or "",
+        request, console, "signin.html", email="", next=target,
         error="", notice=notice,
     )  # fmt: skip
 
@@ -104,7 +111,7 @@ async def signin(request: Request) -> Response:
     form = await form_of(request)
     email = str(form.get("email") or "").strip()
     password = str(form.get("password") or "")
-    target = safe_next(form.get("next")) or ""
+    target = safe_next(request, form.get("next")) or ""
     if not await _form_csrf_ok(request, console):
         return await _form_page(
             request, console, "signin.html", status=403, email=email, next=target, notice="",
@@ -226,4 +233,4 @@ async def switch_workspace(request: Request, visitor: Visitor) -> Response:
         raise NotFound("You do not belong to this workspace.")
     assert workspace_id is not None
     await console_of(request).accounts.choose_workspace(visitor.session.id, workspace_id)
-    return RedirectResponse(safe_next(form.get("next")) or ui_url(request, "/agents"), status_code=303)
+    return RedirectResponse(safe_next(request, form.get("next")) or ui_url(request, "/agents"), status_code=303)
