@@ -240,6 +240,11 @@ def test_a_huge_page_keeps_its_first_max_bytes(web: FakeWeb) -> None:
     assert ARTICLE_FACT in page.text
 
 
+def test_a_page_cut_inside_a_character_loses_only_that_character(web: FakeWeb) -> None:
+    page = fetch(web.page("/accents.txt"), allow_hosts=web.allow, max_bytes=1001)
+    assert page.truncated and page.text == "é" * 500
+
+
 def test_a_compression_bomb_is_cut_at_max_bytes_decompressed(web: FakeWeb) -> None:
     page = fetch(web.page("/bomb"), allow_hosts=web.allow, max_bytes=200_000)
     assert page.truncated and page.bytes == 200_000

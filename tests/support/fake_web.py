@@ -9,13 +9,13 @@ it receives (method, path, query, headers, body) so that tests assert on what wa
 - ``/w/api.php`` a MediaWiki Action API over ``ARTICLES`` (search, plain-text extracts, redirects,
   missing pages, MediaWiki's HTTP-200 errors).
 - pages: ``/article`` (an article inside navigation, a cookie banner, a sidebar and a footer),
-  ``/notes.txt``, ``/latin1`` (an HTML page in ISO-8859-1), ``/report.pdf`` (made with reportlab),
-  ``/image.png`` and ``/data.json`` (types that are not read), ``/untyped`` (HTML served as
-  application/octet-stream), ``/huge`` (HTML of HUGE_BYTES, streamed), ``/huge.pdf`` (declares its size),
-  ``/huge-stream.pdf`` (chunked, no size), ``/bomb`` (gzip that inflates to BOMB_BYTES),
-  ``/slow`` (never answers), ``/drip`` (answers a byte at a time, forever), ``/host`` (echoes its
-  Host header), ``/status/{code}``, ``/redirect?to=URL[&status=…]`` and ``/chain/{n}`` (n
-  redirects, then the article)."""
+  ``/notes.txt``, ``/accents.txt`` (1,000 é), ``/latin1`` (an HTML page in ISO-8859-1),
+  ``/report.pdf`` (made with reportlab), ``/image.png`` and ``/data.json`` (types that are not
+  read), ``/untyped`` (HTML served as application/octet-stream), ``/huge`` (HTML of HUGE_BYTES,
+  streamed), ``/huge.pdf`` (declares its size), ``/huge-stream.pdf`` (chunked, no size),
+  ``/bomb`` (gzip that inflates to BOMB_BYTES), ``/slow`` (never answers), ``/drip`` (answers a
+  few bytes at a time, forever), ``/host`` (echoes its Host header), ``/status/{code}``,
+  ``/redirect?to=URL[&status=…]`` and ``/chain/{n}`` (n redirects, then the article)."""
 
 from __future__ import annotations
 
@@ -140,6 +140,7 @@ class FakeWeb:
             ("GET", "/article", self._article),
             ("GET", "/notes.txt", self._notes),
             ("GET", "/latin1", self._latin1),
+            ("GET", "/accents.txt", self._accents),
             ("GET", "/report.pdf", self._report),
             ("GET", "/image.png", self._image),
             ("GET", "/data.json", self._json),
@@ -309,6 +310,9 @@ class FakeWeb:
             body=(page + "</p></article></body></html>").encode("iso-8859-1"),
             headers={"Content-Type": "text/html; charset=ISO-8859-1"},
         )
+
+    async def _accents(self, request: web.Request) -> web.Response:
+        return web.Response(text="é" * 1000, content_type="text/plain", charset="utf-8")
 
     async def _report(self, request: web.Request) -> web.Response:
         return web.Response(body=self._pdf, content_type="application/pdf")

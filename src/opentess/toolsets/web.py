@@ -25,6 +25,7 @@ fetching it did not work (network, HTTP error status, time, an unreadable docume
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import re
 import zlib
@@ -261,13 +262,17 @@ def extract(kind: str, data: bytes, charset: str | None, max_chars: int) -> tupl
 
 
 def _decode(data: bytes, charset: str | None) -> str:
-    for encoding in (charset, "utf-8"):
-        if encoding:
-            try:
-                return data.decode(encoding)
-            except (LookupError, UnicodeDecodeError):
-                continue
-    return data.decode("cp1252", errors="replace")
+    """The declared charset (a stray bad byte replaced), else UTF-8, else Windows-1252. Decoding
+    is incremental: a body cut at max_bytes may end inside a character."""
+    if charset:
+        try:
+            return codecs.getincrementaldecoder(charset)(errors="replace").decode(data, final=False)
+        except LookupError:
+            pass
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
 
 
 def _html(data: bytes, charset: str | None) -> tuple[str, str]:
