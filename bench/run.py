@@ -3,6 +3,7 @@ fake upstream, and print medians and ratios.
 
     python -m bench.run [--repeat 3] [--duration 5] [--with-litellm] [--workers 1,2]
                         [--with-model] [--memory] [--output bench/RESULTS.md] [--quick]
+    python -m bench.run --toolsets [--quick]    (the toolsets' grounded path alone: bench/toolsets.py)
 """
 
 from __future__ import annotations
@@ -214,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="also measure the opentess of this source tree (e.g. `git worktree add /tmp/base <commit>`)",
     )
+    parser.add_argument(
+        "--toolsets", action="store_true", help="only the toolsets' grounded path (search + pages) against bare httpx"
+    )
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args(argv)
     if args.baseline_src:
@@ -226,18 +230,25 @@ def main(argv: list[str] | None = None) -> None:
         targets.install_litellm()
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    parts = [
-        f"# opentess benchmark — {started_at}, commit {commit or 'unknown'}",
-        "",
-        f"Machine: {machine()}. Load generator, fake upstream and servers share these cores.",
-        f"Medians of {args.repeat} run(s) of {args.duration:g} s per scenario; database: "
-        f"{'PostgreSQL' if args.database_url else 'SQLite (embedded default)'}.",
-        "",
-        run_http(args),
-    ]
-    if args.memory:
+    title = f"# opentess benchmark — {started_at}, commit {commit or 'unknown'}"
+    if args.toolsets:  # alone: it shares nothing with the HTTP scenarios, which take minutes
+        from bench import toolsets
+
+        parts = [title, "", f"Machine: {machine()}. The fake and the measured clients share these cores.", "",
+                 toolsets.report(args)]  # fmt: skip
+    else:
+        parts = [
+            title,
+            "",
+            f"Machine: {machine()}. Load generator, fake upstream and servers share these cores.",
+            f"Medians of {args.repeat} run(s) of {args.duration:g} s per scenario; database: "
+            f"{'PostgreSQL' if args.database_url else 'SQLite (embedded default)'}.",
+            "",
+            run_http(args),
+        ]
+    if args.memory and not args.toolsets:
         parts += ["", run_memory(args)]
-    if args.with_model:
+    if args.with_model and not args.toolsets:
         from bench import model
 
         parts += ["", model.report(args)]
