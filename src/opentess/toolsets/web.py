@@ -136,19 +136,19 @@ class Fetcher:
         except netguard.Refused as exc:
             raise FetchRefused(_refusal(url, asked, str(exc))) from None
 
-    async def _addresses(self, target: netguard.Target, asked: str) -> list[netguard.Address]:
+    async def _addresses(self, target: netguard.Target, url: str, asked: str) -> list[netguard.Address]:
         try:
             return await netguard.checked_addresses(target, self.setting)
         except netguard.Unresolvable as exc:
-            raise FetchFailed(f"{target.url}: {exc}") from None
+            raise FetchFailed(f"{url}: {exc}") from None
         except netguard.Refused as exc:
-            raise FetchRefused(_refusal(target.url, asked, str(exc))) from None
+            raise FetchRefused(_refusal(url, asked, str(exc))) from None
 
     async def _download(self, url: str) -> _Body:
         current = url
         for _hop in range(self.max_redirects + 1):
             target = self._target(current, url)
-            addresses = await self._addresses(target, url)
+            addresses = await self._addresses(target, current, url)
             response = await self._client.open(target, addresses, headers=HEADERS)
             try:
                 location = response.headers.get("location")
