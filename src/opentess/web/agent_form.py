@@ -41,7 +41,7 @@ class AgentForm:
     model_default: str = ""
     temperature_options: str = ""
     temperature_default: str = ""
-    tools_options: str = ""
+    tools_options: list[str] = field(default_factory=list)
     tools_default: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)  # the custom questions
     # errors: by control ("title", "instructions", "model", …), by row, and the rest
@@ -100,12 +100,12 @@ def from_agent(agent: AgentRecord) -> AgentForm:
         max_tokens=_text(agent.max_tokens),
     )
     for q in agent.questions:
-        if q.name == "model" and q.type == "select":
-            form.model_options = list(q.options or [])
-            form.model_default = _text(q.default)
-        elif q.name in ("temperature", "tools") and q.type == "select":
-            setattr(form, f"{q.name}_options", ", ".join(q.options or []))
+        if q.name in ("model", "tools") and q.type == "select":
+            setattr(form, f"{q.name}_options", list(q.options or []))
             setattr(form, f"{q.name}_default", _text(q.default))
+        elif q.name == "temperature" and q.type == "select":
+            form.temperature_options = ", ".join(q.options or [])
+            form.temperature_default = _text(q.default)
         else:
             form.rows.append(_row(q))
     return form
@@ -132,7 +132,7 @@ def _row(q: Question) -> dict[str, Any]:
 
 
 def _list(text: str) -> list[str]:
-    """Options written on one line, separated by commas (temperature, tools)."""
+    """Options written on one line, separated by commas (temperatures)."""
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
@@ -161,7 +161,7 @@ def read_form(form: FormData) -> AgentForm:
         model_default=_get(form, "model_default"),
         temperature_options=_get(form, "temperature_options"),
         temperature_default=_get(form, "temperature_default"),
-        tools_options=_get(form, "tools_options"),
+        tools_options=[str(v) for v in form.getlist("tools_options") if isinstance(v, str) and v],
         tools_default=_get(form, "tools_default"),
     )
     indices = sorted({int(m.group(1)) for key in form if (m := _ROW.match(key))})
@@ -183,12 +183,12 @@ def to_spec_data(form: AgentForm) -> tuple[dict[str, Any], dict[str, list[str]]]
     if form.model_options:
         questions.append(_steering("model", form.model_options, form.model_default))
         form.origins.append("model")
-    for name in ("temperature", "tools"):
-        options = _list(getattr(form, f"{name}_options"))
-        default = getattr(form, f"{name}_default")
-        if options or default:
-            questions.append(_steering(name, options, default))
-            form.origins.append(name)
+    if form.temperature_options or form.temperature_default:
+        questions.append(_steering("temperature", _list(form.temperature_options), form.temperature_default))
+        form.origins.append("temperature")
+    if form.tools_options or form.tools_default:
+        questions.append(_steering("tools", form.tools_options, form.tools_default))
+        form.origins.append("tools")
     for i, row in enumerate(form.rows):
         index = len(questions)
         questions.append(_question(row, f"questions.{index}", errors))

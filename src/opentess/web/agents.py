@@ -17,6 +17,7 @@ from opentess.api.deps import AppState
 from opentess.errors import Conflict, InvalidInput, TemplateProblem
 from opentess.ids import parse_id
 from opentess.store import AgentRecord
+from opentess.toolsets.registry import catalog
 from opentess.web.agent_form import (
     QUESTION_TYPES,
     AgentForm,
@@ -72,6 +73,7 @@ def _editor(
     request: Request, visitor: Visitor, form: AgentForm, agent: AgentRecord | None, *, status: int = 200
 ) -> Response:
     state = _state(request)
+    toolsets = catalog(state.settings)
     return render(
         request,
         "agent_edit.html",
@@ -80,7 +82,9 @@ def _editor(
         section="agents",
         form=form,
         agent=agent,
-        models=sorted(state.settings.models),
+        models=sorted(name for name, model in state.settings.models.items() if model.kind == "chat"),
+        toolsets=sorted(toolsets.items()),
+        toolset_names=set(toolsets),
         default_model=state.settings.default_model,
         question_types=QUESTION_TYPES,
         notice=request.query_params.get("notice", ""),
