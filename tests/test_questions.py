@@ -11,6 +11,7 @@ from opentess.agents import AgentSpec, validate_spec
 from opentess.errors import InvalidInput
 from opentess.questions import Question, validate_fields
 from opentess.sandbox import TemplateSandbox
+from opentess.settings import Settings
 
 
 def q(**kw: Any) -> Question:
@@ -116,6 +117,6 @@ def test_spec_validation_names_every_problem() -> None:
 def _validate(spec: AgentSpec) -> None:
     async def go() -> None:
         async with TemplateSandbox() as sandbox:
-            await validate_spec(spec, ["smollm2-135m"], sandbox)
+            await validate_spec(spec, Settings(), sandbox)
 
     asyncio.run(go())

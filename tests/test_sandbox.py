@@ -11,6 +11,7 @@ from opentess.agents import AgentSpec, validate_spec
 from opentess.errors import InvalidInput, TemplateProblem
 from opentess.questions import Question
 from opentess.sandbox import SandboxLimits, TemplateSandbox
+from opentess.settings import Settings
 
 FREEZE = "{% for i in range(100000) %}{% for j in range(4000) %}{% endfor %}{% endfor %}{{ product }}"
 
@@ -112,7 +113,7 @@ def _spec(instructions: str, *questions: Question) -> AgentSpec:
 
 async def _validate(spec: AgentSpec, max_chars: int = 100_000) -> None:
     async with TemplateSandbox() as sandbox:
-        await validate_spec(spec, ["smollm2-135m"], sandbox, max_chars)
+        await validate_spec(spec, Settings(max_instructions_chars=max_chars), sandbox)
 
 
 @pytest.mark.parametrize(

@@ -4,18 +4,18 @@ checked and rendered only in the sandbox's child processes (opentess.sandbox).""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from opentess.errors import InvalidInput, TemplateProblem, parse_model
-from opentess.questions import RESERVED, Question, coerce
+from opentess.questions import RESERVED, Question, coerce, default_of
 from opentess.sandbox import TemplateSandbox
+from opentess.settings import Settings
+from opentess.toolsets.registry import problems as toolset_problems
 
 # reserved names the instructions may use: their values are known when the instructions render
 TEMPLATE_STEERING = ("model", "tools", "temperature", "inputs")
-DEFAULT_MAX_INSTRUCTIONS_CHARS = 100_000
 
 
 class AgentSpec(BaseModel):
@@ -45,19 +45,16 @@ def parse_spec(data: Any) -> AgentSpec:
     return parse_model(AgentSpec, data)
 
 
-async def validate_spec(
-    spec: AgentSpec,
-    model_names: Iterable[str],
-    sandbox: TemplateSandbox,
-    max_instructions_chars: int = DEFAULT_MAX_INSTRUCTIONS_CHARS,
-) -> None:
+async def validate_spec(spec: AgentSpec, settings: Settings, sandbox: TemplateSandbox) -> None:
     """Check what pydantic cannot: names unique, options present, defaults valid, every
-    ``model`` option a configured model, and the instructions: not too long, valid Jinja, every
+    ``model`` option a configured model, every ``tools`` option a toolset this server can run
+    with those models (opentess.toolsets.registry), and the instructions: not too long, valid Jinja, every
     variable a question (or a steering value), no include/import, and a trial render with sample
     values within the sandbox's limits (a template that explodes on constants fails here, not
     at every call)."""
     errors: dict[str, list[str]] = {}
-    models = set(model_names)
+    models = set(settings.models)
+    max_instructions_chars = settings.max_instructions_chars
     seen: set[str] = set()
     for i, q in enumerate(spec.questions):
         key = f"questions.{i}"
@@ -87,11 +84,34 @@ async def validate_spec(
                     t = -1.0
                 if not 0 <= t <= 2:
                     errors.setdefault(key, []).append(f"temperature option {opt!r} is not a number in 0..2")
+    _check_toolsets(spec, settings, errors)
     problems = await _check_instructions(spec, seen, sandbox, max_instructions_chars)
     if problems:
         errors.setdefault("instructions", []).extend(problems)
     if errors:
         raise InvalidInput(errors)
+
+
+def _check_toolsets(spec: AgentSpec, settings: Settings, errors: dict[str, list[str]]) -> None:
+    tools = next((q for q in spec.questions if q.name == "tools"), None)
+    if tools is None:
+        return
+    offered = list(tools.options or [])
+    toolset = default_of(tools)
+    if toolset is not None and str(toolset) not in offered:
+        offered.append(str(toolset))
+    model = next((q for q in spec.questions if q.name == "model"), None)
+    models = list(model.options or []) if model is not None else []
+    default_model = default_of(model) if model is not None else None
+    default_model = str(default_model) if default_model is not None else settings.default_model
+    if default_model not in models:
+        models.append(default_model)
+    problems = toolset_problems(
+        offered, models, settings, default_toolset=str(toolset) if toolset else None, default_model=default_model
+    )
+    if problems:
+        key = f"questions.{spec.questions.index(tools)}"
+        errors.setdefault(key, []).extend(problems)
 
 
 async def _check_instructions(spec: AgentSpec, names: set[str], sandbox: TemplateSandbox, max_chars: int) -> list[str]:

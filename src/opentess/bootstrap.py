@@ -50,7 +50,7 @@ async def first_start(store: Store, settings: Settings) -> FirstStart | None:
         return None
     spec = demo_agent_spec()
     async with TemplateSandbox(settings.sandbox_limits()) as sandbox:
-        await validate_spec(spec, settings.models, sandbox, settings.max_instructions_chars)
+        await validate_spec(spec, settings, sandbox)
     agent = await store.agents.create(spec, workspace.id)
     _, secret = await store.tokens.create(user.id, name="first-start")
     return FirstStart(user.email, workspace.id, agent.id, secret)

@@ -228,6 +228,12 @@ class SearchTable(BaseModel):
             parts = urlsplit(self.base_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"[search] base_url must be an http(s) URL, not {self.base_url!r}")
+        if self.provider in ("brave", "tavily") and not self.resolved_api_key():
+            where = f"the variable {self.api_key_env} is not set" if self.api_key_env else "set api_key_env"
+            raise ValueError(
+                f"[search] provider {self.provider!r} needs an API key: {where} "
+                '(api_key_env = "NAME" names the environment variable that holds it)'
+            )
         return self
 
     def resolved_api_key(self) -> str | None:

@@ -3,7 +3,13 @@
 It records what it receives and behaves as ``mode`` says: "ok" (stream or JSON answer), "error500",
 "malformed" (bad SSE), "hang" (no answer), "hang_mid" (one chunk, then silence), "no_done"
 (closes the stream early). ``delay`` pauses between chunks; ``disconnected`` is set when a client
-goes away mid-stream."""
+goes away mid-stream.
+
+``responder`` (a function of the request body) makes it answer what the function returns
+instead: a string (the answer's text) or a dict with ``content`` and/or ``tool_calls`` (a list
+of ``(name, arguments)``), sent as OpenAI's API sends function calls — in one message, or
+streamed as pieces (id and name first, the arguments in fragments) ending with
+``finish_reason: "tool_calls"``."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +32,7 @@ class FakeUpstream:
         self.first_delay = 0.0
         self.chunk_sent_at: list[float] = []
         self.disconnected = threading.Event()
+        self.responder: Callable[[dict[str, Any]], str | dict[str, Any]] | None = None
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -38,6 +46,7 @@ class FakeUpstream:
         self.first_delay = 0.0
         self.chunks = ["Hello", " from", " the", " upstream", "."]
         self.disconnected.clear()
+        self.responder = None
 
     def start(self) -> FakeUpstream:
         self._thread.start()
@@ -108,6 +117,8 @@ class FakeUpstream:
             return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
         if mode == "hang":
             await asyncio.sleep(3600)
+        if self.responder is not None:
+            return await self._respond(request, body, self.responder(body))
         if not body.get("stream"):
             return web.json_response(self._completion(body))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -143,4 +154,73 @@ class FakeUpstream:
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnected.set()
             raise
+        return resp
+
+    async def _respond(
+        self, request: web.Request, body: dict[str, Any], reply: str | dict[str, Any]
+    ) -> web.StreamResponse:
+        if isinstance(reply, str):
+            reply = {"content": reply}
+        content = reply.get("content")
+        calls = [
+            {
+                "id": f"call_{len(self.requests)}_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+            for i, (name, args) in enumerate(reply.get("tool_calls") or [])
+        ]
+        finish = "tool_calls" if calls else "stop"
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if calls:
+                message["tool_calls"] = calls
+            return web.json_response(
+                {
+                    "id": "chatcmpl-upstream",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            return self._event(
+                {
+                    "id": "chatcmpl-upstream",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "gpt-upstream",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                }
+            )
+
+        await resp.write(chunk({"role": "assistant", "content": "" if content else None}))
+        for j, word in enumerate(content.split(" ") if content else ()):
+            await resp.write(chunk({"content": word if j == 0 else " " + word}))
+        for i, call in enumerate(calls):
+            arguments = call["function"]["arguments"]
+            head = {
+                "index": i,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            await resp.write(chunk({"tool_calls": [head]}))
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                await resp.write(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+        await resp.write(chunk({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(
+                self._event(
+                    {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                )
+            )
+        await resp.write(b"data: [DONE]\n\n")
         return resp

@@ -49,7 +49,7 @@ def fake_agent_spec(title: str = "Translator") -> AgentSpec:
         questions=[
             Question(type="select", name="temperature", options=TEMPERATURES, default="0.5"),
             Question(type="select", name="model", options=[FAKE_MODEL, BUILTIN_MODEL, "dead-upstream"]),
-            Question(type="select", name="tools", options=["no-tools", "web"], default="no-tools"),
+            Question(type="select", name="tools", options=["no-tools", "wikipedia"], default="no-tools"),
             Question(type="text", name="language", required=True, description="Answer language"),
             Question(type="select", name="tone", options=["formal", "casual"], required=False),
         ],
@@ -84,7 +84,7 @@ async def _seed(settings: Settings) -> World:
         second_ws = await store.users.create_workspace("Alice's team", user.id)
         spec = fake_agent_spec()
         async with TemplateSandbox(settings.sandbox_limits()) as sandbox:
-            await validate_spec(spec, settings.models, sandbox)
+            await validate_spec(spec, settings, sandbox)
         agent = await store.agents.create(spec, ws.id)
         local = await store.agents.create(demo_agent_spec(), ws.id)
         text_spec = AgentSpec(

@@ -78,7 +78,7 @@ async def get_agent(agent_id: int, principal: PrincipalDep, state: StateDep) -> 
 async def create_agent(request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     """Create an agent in the caller's workspace (beyond Tess). 422 names every invalid field."""
     spec = parse_spec(await read_json_object(request))
-    await validate_spec(spec, state.settings.models, state.sandbox, state.settings.max_instructions_chars)
+    await validate_spec(spec, state.settings, state.sandbox)
     agent = await state.store.agents.create(spec, principal.workspace_id)
     return json_response(201, wire.managed_agent(agent))
 
@@ -96,7 +96,7 @@ async def update_agent(agent_id: int, request: Request, principal: PrincipalDep,
     current = agent.spec().model_dump(exclude_none=True)
     current["questions"] = [q.model_dump(exclude_none=True) for q in agent.questions]
     spec = parse_spec({**current, **changes})
-    await validate_spec(spec, state.settings.models, state.sandbox, state.settings.max_instructions_chars)
+    await validate_spec(spec, state.settings, state.sandbox)
     updated = await state.store.agents.update(agent_id, principal.workspace_id, spec)
     return json_response(200, wire.managed_agent(updated))
 

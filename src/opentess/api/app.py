@@ -43,11 +43,13 @@ from opentess.providers import ModelRegistry
 from opentess.sandbox import TemplateSandbox
 from opentess.settings import Settings, load_settings
 from opentess.store import Store, close_store
+from opentess.toolsets import capability as toolsets
 from opentess.web import capability as web
 from opentess.webhooks import capability as webhooks
 
 log = logging.getLogger("opentess")
-CAPABILITIES = (files, memories, webhooks, web)
+# in order: the toolsets' knowledge and memory tools use the files and memories capabilities
+CAPABILITIES = (files, memories, webhooks, web, toolsets)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

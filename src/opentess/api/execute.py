@@ -23,6 +23,7 @@ from opentess.clock import laravel
 from opentess.errors import ExecutionCancelled, OpentessError
 from opentess.executions.live import ExecutionResult, LiveExecution
 from opentess.executions.request import ExecutionRequest, id_list
+from opentess.executions.steps import StepStarted
 from opentess.ids import parse_id
 from opentess.providers import Sampling
 
@@ -203,6 +204,7 @@ async def execute(
             keepalive_s=state.settings.sse_keepalive_s,
             on_early_error=lambda exc: _failed_stream(request, live, exc),
             on_late_error=lambda exc: _event(_final_failure(request, live, exc)),
+            keepalive_throughout=live.plan.program is not None,
         )
     live = await service.start(caller, agent_id, execution_request, source="execute", background=True)
     request.state.execution = live
@@ -218,25 +220,33 @@ def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def _events(live: LiveExecution, events: AsyncIterator[str | ExecutionResult]) -> AsyncIterator[bytes]:
-    """Tess execution events: ``running`` with only the new text, then ``completed``."""
+async def _events(
+    live: LiveExecution, events: AsyncIterator[str | StepStarted | ExecutionResult]
+) -> AsyncIterator[bytes]:
+    """Tess execution events: ``running`` with only the new text, then ``completed``. A run
+    driven by a toolset also sends a ``running`` event with no text as each step begins, its
+    ``step`` saying which (the index, the tool and its arguments)."""
     base = wire.live_execution(live)
     base["status"] = "running"
     async for item in events:
         if isinstance(item, str):
             base["output"] = item
             yield _event(base)
+        elif isinstance(item, StepStarted):
+            step = item.step.stored()
+            yield _event({**base, "output": "", "step": {k: step[k] for k in ("index", "tool", "arguments")}})
         else:
-            yield _event(_completed(base, item))
+            yield _event(_completed(live, base, item))
 
 
-def _completed(base: dict[str, Any], result: ExecutionResult) -> dict[str, Any]:
+def _completed(live: LiveExecution, base: dict[str, Any], result: ExecutionResult) -> dict[str, Any]:
     return {
         **base,
         "status": "completed",
         "output": "",
         "credits": result.credits,
         "updated_at": laravel(result.updated_at),
+        **wire.toolset_fields(live),
     }
 
 

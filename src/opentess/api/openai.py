@@ -28,6 +28,7 @@ from opentess.api.sse import EventStreamResponse, unless_disconnected
 from opentess.errors import BadRequest, NotFound, OpentessError
 from opentess.executions.live import ExecutionResult, LiveExecution
 from opentess.executions.request import ExecutionRequest, id_list
+from opentess.executions.steps import StepStarted
 from opentess.ids import parse_id
 from opentess.providers import Sampling
 from opentess.questions import default_of
@@ -249,6 +250,7 @@ class ChatCompletions:
             keepalive_s=state.settings.sse_keepalive_s,
             on_early_error=lambda exc: _early_error(scope, exc),
             on_late_error=lambda exc: _late_error(scope, exc),
+            keepalive_throughout=live.plan.program is not None,
         )
 
 
@@ -303,7 +305,7 @@ def routes() -> list[Route]:
 
 async def _chunks(
     live: LiveExecution,
-    events: AsyncIterator[str | ExecutionResult],
+    events: AsyncIterator[str | StepStarted | ExecutionResult],
     completion_id: str,
     created: int,
     model: str,
@@ -323,8 +325,9 @@ async def _chunks(
                 yield head + b'{"role":"assistant","content":' + orjson.dumps(item) + b"}" + tail
             else:
                 yield head + b'{"content":' + orjson.dumps(item) + b"}" + tail
-        else:
+        elif isinstance(item, ExecutionResult):
             result = item
+        # a toolset's steps are not OpenAI's to see: the stream's keep-alives cover them
     if result is None:  # pragma: no cover - events() always ends with a result or raises
         return
     if first:

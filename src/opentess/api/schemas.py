@@ -190,6 +190,26 @@ class AgentPage(Page):
 # executions ---------------------------------------------------------------------------------------
 
 
+class Source(BaseModel):
+    """A source a toolset put before the model; the answer cites it as ``[index]``."""
+
+    index: int
+    title: str
+    url: str
+    snippet: str
+
+
+class Step(BaseModel):
+    """One operation of a toolset's run (a search, a page read, a tool call)."""
+
+    index: int
+    tool: str
+    arguments: dict[str, Any]
+    duration_ms: float | None
+    result_chars: int | None
+    error: str | None
+
+
 class Execution(BaseModel):
     """An execution ("agent response")."""
 
@@ -205,6 +225,8 @@ class Execution(BaseModel):
     template_id: int = Field(description="The agent's id")
     memories: MemoriesUsed | None = Field(default=None, description="What the context took from memory collections")
     knowledge: KnowledgeUsed | None = Field(default=None, description="The files and chunks the context used")
+    sources: list[Source] = Field(default_factory=list, description="What a search toolset found, numbered as cited")
+    steps: list[Step] = Field(default_factory=list, description="What the toolset did: searches, pages, tool calls")
 
 
 class ExecutionPage(Page):
@@ -276,6 +298,7 @@ class AgentResponseRef(BaseModel):
     root_id: int
     status: str
     credits: float | None
+    sources: list[Source] = Field(default_factory=list, description="What a search toolset found, cited as [n]")
 
 
 class ChatCompletionMessage(BaseModel):

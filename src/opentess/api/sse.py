@@ -42,9 +42,13 @@ class EventStreamResponse(Response):
         on_early_error: ErrorResponder,
         on_late_error: Callable[[BaseException], bytes | None],
         headers: dict[str, str] | None = None,
+        keepalive_throughout: bool = False,
     ) -> None:
         self.events = events
         self.keepalive_s = keepalive_s
+        # keep-alives between any two events, not only before the first (runs whose tools
+        # may keep the stream quiet mid-answer; a timed wait per event costs the hot path)
+        self.keepalive_throughout = keepalive_throughout
         self.on_early_error = on_early_error
         self.on_late_error = on_late_error
         self.status_code = 200
@@ -98,8 +102,11 @@ class EventStreamResponse(Response):
                 started = True
             if first is not None:
                 await _send_body(send, first)
-                async for chunk in events:
-                    await _send_body(send, chunk)
+                if self.keepalive_throughout:
+                    await self._paced(events, send)
+                else:
+                    async for chunk in events:
+                        await _send_body(send, chunk)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -118,6 +125,26 @@ class EventStreamResponse(Response):
             if aclose is not None:
                 await aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+    async def _paced(self, events: AsyncIterator[bytes], send: Send) -> None:
+        """Every event, with a keep-alive whenever none came for ``keepalive_s``."""
+        while True:
+            pending: asyncio.Future[bytes] = asyncio.ensure_future(events.__anext__())
+            try:
+                while True:
+                    done, _ = await asyncio.wait({pending}, timeout=self.keepalive_s)
+                    if done:
+                        break
+                    await _send_body(send, KEEPALIVE)
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return
+            finally:
+                if not pending.done():
+                    pending.cancel()
+                    await asyncio.wait({pending})
+            await _send_body(send, chunk)
 
 
 _NO_SCOPE: dict[str, Any] = {"type": "http"}

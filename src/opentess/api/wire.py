@@ -29,7 +29,17 @@ def execution(record: ExecutionRecord) -> dict[str, Any]:
         "template_id": record.agent_id,
         "memories": memories_wire.used(record.context),  # what the context took from memories
         "knowledge": files_wire.knowledge(record.context),  # the files and chunks the context used
+        "sources": record.sources or [],  # what a toolset found, numbered as the answer cites them
+        "steps": record.steps or [],  # what a toolset did: searches, pages read, tool calls
     }
+
+
+def toolset_fields(live: LiveExecution) -> dict[str, Any]:
+    """``sources`` and ``steps`` of a run, as far as it has gone."""
+    record = live.record
+    if record is None:
+        return {"sources": [], "steps": []}
+    return {"sources": list(record.sources), "steps": [s.stored() for s in record.steps]}
 
 
 def live_execution(live: LiveExecution) -> dict[str, Any]:
@@ -46,6 +56,8 @@ def live_execution(live: LiveExecution) -> dict[str, Any]:
         "created_at": created,
         "updated_at": created,
         "template_id": live.plan.agent_id,
+        "sources": [],
+        "steps": [],
     }
 
 
@@ -56,6 +68,7 @@ def agent_response(live: LiveExecution, result: ExecutionResult | None) -> dict[
         "root_id": live.root_id,
         "status": result.status if result else live.status,
         "credits": result.credits if result else None,
+        "sources": live.record.sources if live.record is not None else [],
     }
 
 

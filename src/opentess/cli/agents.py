@@ -30,7 +30,7 @@ def _read(path: Path) -> AgentSpec:
 
 async def _validate(spec: AgentSpec, settings: Settings) -> None:
     async with TemplateSandbox(settings.sandbox_limits()) as sandbox:
-        await validate_spec(spec, settings.models, sandbox, settings.max_instructions_chars)
+        await validate_spec(spec, settings, sandbox)
 
 
 @click.group()

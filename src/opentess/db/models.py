@@ -138,6 +138,10 @@ class Execution(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # what each context source contributed: {"instructions": {...}, "conversation": {...}, …}
     context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # a toolset's operations: {"index", "tool", "arguments", "duration_ms", "result_chars", "error"}
+    steps: Mapped[list[Any] | None] = mapped_column(JSON)
+    # the sources a toolset found, numbered as the answer cites them: {"index", "title", "url", "snippet"}
+    sources: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 

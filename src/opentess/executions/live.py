@@ -25,6 +25,7 @@ from opentess.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from opentess.executions.steps import Program, RunRecord, StepStarted
 from opentess.providers import ChatRequest, Completion, Provider
 from opentess.settings import ModelConfig
 from opentess.store import Store
@@ -48,6 +49,8 @@ class ExecutionPlan:
     request: ChatRequest
     input_text: str
     root_id: int | None
+    # a toolset's program drives the run instead of one model call (opentess.executions.steps)
+    program: Program | None = None
 
 
 @dataclass(slots=True)
@@ -90,6 +93,8 @@ class LiveExecution:
         self._began = time.perf_counter()
         self._early: asyncio.Future[tuple[str, Completion]] | None = None
         self._early_began = 0.0
+        # what the program records (steps, sources, their credits); None for one model call
+        self.record: RunRecord | None = RunRecord() if plan.program is not None else None
 
     @property
     def output(self) -> str:
@@ -129,15 +134,20 @@ class LiveExecution:
             except STORAGE_ERRORS as exc:
                 log.warning("could not mark execution %s running: %s", self.id, exc)
 
-    async def events(self) -> AsyncIterator[str | ExecutionResult]:
-        """Text deltas, then the ExecutionResult once the execution is stored as finished.
+    async def events(self) -> AsyncIterator[str | StepStarted | ExecutionResult]:
+        """Text deltas (and, when a program drives the run, a StepStarted as each step begins),
+        then the ExecutionResult once the execution is stored as finished.
 
         A failure is stored ``failed`` and re-raised; a cancellation is stored ``cancelled``."""
         completion: Completion | None = None
         self._started()
         if self._stopped_on_purpose():  # cancelled before it started
             raise await self._stopped()
-        stream = self.plan.provider.stream(self.plan.request)
+        program, record = self.plan.program, self.record
+        if program is not None and record is not None:
+            stream = program.run(self.plan, record, True)
+        else:
+            stream = self.plan.provider.stream(self.plan.request)
         finished = False
         began = time.perf_counter()
         elsewhere = 0.0  # time the consumer held the generator between deltas
@@ -151,6 +161,9 @@ class LiveExecution:
                     yield item
                     elsewhere += time.perf_counter() - paused
                     # whoever resumes this generator is the task to cancel from now on
+                    self._task = asyncio.current_task()
+                elif isinstance(item, StepStarted):
+                    yield item
                     self._task = asyncio.current_task()
                 else:
                     completion = item
@@ -188,7 +201,12 @@ class LiveExecution:
         began = self._early_began if early is not None else time.perf_counter()
         try:
             # awaiting the early call's task here also cancels it when this run is cancelled
-            text, completion = await (early if early is not None else self.plan.provider.complete(self.plan.request))
+            if early is not None:
+                text, completion = await early
+            elif self.plan.program is not None:
+                text, completion = await self._run_program()
+            else:
+                text, completion = await self.plan.provider.complete(self.plan.request)
             self.model_seconds = time.perf_counter() - began
         except asyncio.CancelledError:
             if not self._stopped_on_purpose():
@@ -203,13 +221,33 @@ class LiveExecution:
         self.parts = [text]
         return await self._finish(completion)
 
+    async def _run_program(self) -> tuple[str, Completion]:
+        """The whole answer of a program-driven run (its step events have no one to go to)."""
+        assert self.plan.program is not None and self.record is not None
+        parts: list[str] = []
+        completion: Completion | None = None
+        run = self.plan.program.run(self.plan, self.record, False)
+        try:
+            async for item in run:
+                if isinstance(item, str):
+                    parts.append(item)
+                    self.parts.append(item)
+                elif isinstance(item, Completion):
+                    completion = item
+        finally:
+            await _close(run)
+        if completion is None:
+            raise OpentessError(f"model {self.plan.model} ended without finishing its answer")
+        self.parts = []
+        return "".join(parts), completion
+
     async def drain(self) -> ExecutionResult | None:
         """Consume the run in the background (/execute without streaming); failures are stored."""
         try:
             await self.mark_running()
             result = None
             async for item in self.events():
-                if not isinstance(item, str):
+                if isinstance(item, ExecutionResult):
                     result = item
             return result
         except OpentessError:
@@ -231,6 +269,9 @@ class LiveExecution:
     async def _finish(self, completion: Completion) -> ExecutionResult:
         output = self.output
         credits = self.plan.model_config.credits(completion.prompt_tokens, completion.completion_tokens)
+        record = self.record
+        if record is not None:
+            credits = round(credits + record.credits, 10)
         self.status = "succeeded"
         try:
             # a client that leaves during this write does not lose the end: the store keeps it
@@ -243,6 +284,7 @@ class LiveExecution:
                 completion_tokens=completion.completion_tokens,
                 credits=credits,
                 finish_reason=completion.finish_reason,
+                extra=record.stored() if record is not None else None,
             )
         finally:
             await self._close_out()
@@ -257,8 +299,16 @@ class LiveExecution:
         if self.status not in ("starting", "running"):
             return
         self.status = status
+        record = self.record
+        # what a toolset did and cost before the run stopped is stored (and charged) too
+        extra = record.stored() if record is not None else None
+        credits = round(record.credits, 10) if record is not None and record.credits else None
         try:
-            await asyncio.shield(self.store.executions.finish(self.id, status=status, output=self.output, error=error))
+            await asyncio.shield(
+                self.store.executions.finish(
+                    self.id, status=status, output=self.output, error=error, credits=credits, extra=extra
+                )
+            )
         finally:
             await self._close_out()
 

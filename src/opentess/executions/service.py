@@ -31,6 +31,7 @@ from opentess.executions.context import ContextDraft, ContextSource, default_sou
 from opentess.executions.live import ExecutionPlan, ExecutionResult, LiveExecution, abandon
 from opentess.executions.registry import ExecutionRegistry
 from opentess.executions.request import ExecutionRequest
+from opentess.executions.steps import ProgramFactory, StepStarted
 from opentess.limits import Admission
 from opentess.providers import ChatRequest, ModelRegistry, Sampling
 from opentess.questions import as_number, default_of, match_option, validate_fields
@@ -68,6 +69,8 @@ class ExecutionService:
         self.registry = ExecutionRegistry()
         # called with each run once its end is stored (capabilities: webhook deliveries)
         self.end_hooks: list[Callable[[LiveExecution], Awaitable[None] | None]] = []
+        # chooses what drives a run from its toolset (opentess.toolsets); None: one model call
+        self.programs: ProgramFactory | None = None
 
     # starting ---------------------------------------------------------------------------------
 
@@ -110,7 +113,7 @@ class ExecutionService:
         held = await self.admission.start_run(principal.token_id, principal.workspace_id, principal.limits)
         early = None
         began = time.perf_counter()
-        if complete_early:
+        if complete_early and plan.program is None:
             early = asyncio.ensure_future(plan.provider.complete(plan.request))
         try:
             execution_id, created_at = await self._create(principal, plan, draft, system, source, status)
@@ -151,6 +154,10 @@ class ExecutionService:
         model = self._model(agent, request.model, request.lenient_model, errors)
         temperature = self._temperature(agent, request.temperature, errors)
         tools = self._tools(agent, request.tools, errors)
+        if "tools" not in errors and self.programs is not None:
+            problems = self.programs.problems(tools, model)
+            if problems:
+                errors["tools"] = problems
         if errors:
             raise InvalidInput(errors)
         return ContextDraft(
@@ -189,6 +196,7 @@ class ExecutionService:
             request=ChatRequest(messages=system + draft.history + draft.turns, sampling=sampling),
             input_text=draft.input_text,
             root_id=draft.conversation.root_id if draft.conversation else None,
+            program=self.programs.program(draft) if self.programs is not None else None,
         )
 
     def _check_size(self, request: ExecutionRequest) -> None:
@@ -299,8 +307,9 @@ class ExecutionService:
     # driving ----------------------------------------------------------------------------------
 
     @staticmethod
-    def stream(live: LiveExecution) -> AsyncIterator[str | ExecutionResult]:
-        """Text deltas as the model produces them, then the stored result."""
+    def stream(live: LiveExecution) -> AsyncIterator[str | StepStarted | ExecutionResult]:
+        """Text deltas as the model produces them (and the steps of a toolset's run as they
+        begin), then the stored result."""
         return live.events()
 
     @staticmethod

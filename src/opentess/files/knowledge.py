@@ -177,6 +177,11 @@ class KnowledgeSource:
         selection.tokens += _cost(record)
         selection.files[record.id] = _used(record, "whole")
 
+    async def retrieve(self, ready: list[FileRecord], question: str) -> tuple[list[Hit], str]:
+        """The chunks of these files most relevant to ``question``, best first, and how they were
+        found (the agent's ``knowledge_search`` tool uses this too)."""
+        return await self._retrieve(ready, question)
+
     async def _retrieve(self, ready: list[FileRecord], question: str) -> tuple[list[Hit], str]:
         ids = [f.id for f in ready]
         chunks_in_files = sum(f.chunks for f in ready)

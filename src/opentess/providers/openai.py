@@ -307,9 +307,8 @@ def _merge_call(calls: dict[int, dict[str, str]], piece: Any) -> None:
 
 
 def _calls(calls: dict[int, dict[str, str]]) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}") for i, c in sorted(calls.items()) if c["name"]
-    )
+    ordered = sorted(calls.items())
+    return tuple(ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}") for i, c in ordered if c["name"])
 
 
 async def _sse_data(resp: UpstreamResponse) -> AsyncIterator[bytes]:

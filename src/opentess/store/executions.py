@@ -51,6 +51,8 @@ class ExecutionRecord:
     created_at: datetime
     updated_at: datetime
     context: dict[str, Any] | None = None  # what each context source contributed
+    steps: list[dict[str, Any]] | None = None  # a toolset's operations (opentess.executions.steps)
+    sources: list[dict[str, Any]] | None = None  # what the answer may cite: {"index", "title", "url", "snippet"}
 
 
 @dataclass(slots=True)
@@ -78,6 +80,7 @@ def _record(row: Any) -> ExecutionRecord:
         r["id"], r["workspace_id"], r["agent_id"], r["root_id"] or r["id"], r["source"], r["status"],
         r["input"], r["output"], r["error"], r["credits"], r["model"], r["prompt_tokens"],
         r["completion_tokens"], r["finish_reason"], r["created_at"], r["updated_at"], r.get("context"),
+        r.get("steps"), r.get("sources"),
     )  # fmt: skip
 
 
@@ -142,8 +145,10 @@ class ExecutionStore:
         completion_tokens: int | None = None,
         credits: float | None = None,
         finish_reason: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> datetime:
-        """Store the end of a run. Never fails for the caller: a write the database refuses is
+        """Store the end of a run (``extra``: more columns, e.g. a toolset's ``steps`` and
+        ``sources``). Never fails for the caller: a write the database refuses is
         tried again, and if it still fails the end is kept in memory (``unstored``) and written
         by ``store_unstored``, which the server's housekeeping calls until it succeeds."""
         now = utcnow()
@@ -152,6 +157,8 @@ class ExecutionStore:
             "completion_tokens": completion_tokens, "credits": credits, "finish_reason": finish_reason,
             "updated_at": now,
         }  # fmt: skip
+        if extra:
+            values.update(extra)
         for delay in END_RETRIES_S:
             try:
                 await self._write_end(execution_id, values)

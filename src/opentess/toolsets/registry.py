@@ -15,7 +15,7 @@ Built-ins are registered exactly as a third-party toolset would be (``register_t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,7 +55,9 @@ class Toolset:
 
     @property
     def needs_search(self) -> bool:
-        return any(tool in SEARCH_TOOLS for tool in self.tools)
+        """A grounded web search: nothing to do without a search backend (the agent mode
+        offers its other tools without one)."""
+        return self.mode == "grounded" and any(tool in SEARCH_TOOLS for tool in self.tools)
 
 
 def _from_kind(name: str, kind: str, sites: Iterable[str] = (), description: str = "", **prices: float) -> Toolset:
@@ -109,10 +111,18 @@ def _from_table(name: str, table: ToolsetTable) -> Toolset:
     )
 
 
-def problems(options: Iterable[str], model_names: Iterable[str], settings: Settings) -> list[str]:
+def problems(
+    options: Sequence[str],
+    model_names: Sequence[str],
+    settings: Settings,
+    *,
+    default_toolset: str | None = None,
+    default_model: str | None = None,
+) -> list[str]:
     """What is wrong with offering these toolsets (the options of an agent's ``tools``
     question) with these models, on this server: unknown names, a search toolset with no search
-    backend configured, the agent mode with a model that cannot call tools."""
+    backend configured, the agent mode with no model that calls tools, or as the default with a
+    default model that does not."""
     known = catalog(settings)
     found: list[str] = []
     unknown = [name for name in options if name not in known]
@@ -125,12 +135,23 @@ def problems(options: Iterable[str], model_names: Iterable[str], settings: Setti
             f"{', '.join(needing_search)} need(s) a web search backend: set [search] in the configuration "
             "(provider = searxng, brave or tavily; docs/toolsets.md)"
         )
-    if any(t.mode == "agent" for t in chosen):
+    agentic = [t.name for t in chosen if t.mode == "agent"]
+    if agentic:
         models: Mapping[str, ModelConfig] = settings.models
-        without = [m for m in model_names if m in models and not models[m].supports_tools]
-        if without:
+        calling = [m for m in model_names if m in models and models[m].supports_tools]
+        if not calling:
             found.append(
-                f"the agent toolset needs models that call tools; {', '.join(without)} "
-                "do(es) not (supports_tools = true in the model's table)"
+                f"{', '.join(agentic)} need(s) a model that calls tools, and none of {', '.join(model_names)} does "
+                "(supports_tools = true in the model's table)"
+            )
+        elif (
+            default_toolset in agentic
+            and default_model is not None
+            and default_model in models
+            and not models[default_model].supports_tools
+        ):
+            found.append(
+                f"the default toolset {default_toolset} needs a model that calls tools, and the default model "
+                f"{default_model} does not: make a model that does the default, or another toolset"
             )
     return found

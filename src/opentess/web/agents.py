@@ -112,7 +112,7 @@ async def _checked_spec(state: AppState, form: AgentForm, agent: AgentRecord | N
         return None
     try:
         spec = normalise_defaults(parse_spec(data))
-        await validate_spec(spec, state.settings.models, state.sandbox, state.settings.max_instructions_chars)
+        await validate_spec(spec, state.settings, state.sandbox)
     except InvalidInput as exc:
         form.place(exc.errors)
         return None
