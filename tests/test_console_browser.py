@@ -198,14 +198,46 @@ def test_cancel_a_running_execution_from_its_list(alice: Any, site: Site, upstre
         json={"model": "fake-gpt", "language": "en", "messages": [{"role": "user", "content": "background"}]},
     )
     execution_id = started.json()["responses"][0]["id"]
-    page.goto(f"{site.url}/ui/executions?status=running")
+    page.goto(f"{site.url}/ui/executions")
     row = page.locator(f'tr[data-id="{execution_id}"]')
-    expect(row.locator("[data-status]")).to_have_text("running")
+    expect(row.locator("[data-status]")).to_have_text(re.compile("starting|running"))
     page.on("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name="Cancel").click()
     page.wait_for_url(re.compile(rf".*/ui/executions/{execution_id}\?notice=cancelled$"))
     expect(page.get_by_role("status")).to_have_text("The run was stopped.")
     expect(page.get_by_role("heading", name=f"Execution {execution_id} cancelled")).to_be_visible()
+
+
+def test_running_executions_update_themselves(alice: Any, site: Site, upstream: FakeUpstream) -> None:
+    """The list's rows and a detail page of a running execution follow it to its end, unreloaded
+    by the person looking at them."""
+    page = alice
+    upstream.chunks = [f"t{i} " for i in range(8)]
+    upstream.delay = 0.4
+    started = httpx.post(
+        f"{site.url}/agents/{site.world.agent_id}/execute",
+        headers={"Authorization": f"Bearer {site.world.token}"},
+        json={"model": "fake-gpt", "language": "en", "messages": [{"role": "user", "content": "watch me"}]},
+    )
+    execution_id = started.json()["responses"][0]["id"]
+    page.goto(f"{site.url}/ui/executions/{execution_id}")
+    expect(
+        page.get_by_role("heading", name=re.compile(rf"Execution {execution_id} (starting|running)"))
+    ).to_be_visible()
+    expect(page.get_by_role("heading", name=f"Execution {execution_id} succeeded")).to_be_visible()
+    expect(page.locator("#output")).to_have_text("t0 t1 t2 t3 t4 t5 t6 t7")
+
+    again = httpx.post(
+        f"{site.url}/agents/{site.world.agent_id}/execute",
+        headers={"Authorization": f"Bearer {site.world.token}"},
+        json={"model": "fake-gpt", "language": "en", "messages": [{"role": "user", "content": "and me"}]},
+    )
+    second_id = again.json()["responses"][0]["id"]
+    page.goto(f"{site.url}/ui/executions")
+    row = page.locator(f'tr[data-id="{second_id}"]')
+    expect(row.locator("[data-status]")).to_have_text(re.compile("starting|running"))
+    expect(row.locator("[data-status]")).to_have_text("succeeded")
+    expect(row.locator("[data-credits]")).to_have_text("0.0000445")
 
 
 def test_create_and_revoke_a_token(alice: Any, site: Site) -> None:

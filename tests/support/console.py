@@ -107,8 +107,11 @@ def csrf_of(client: httpx.Client) -> str:
 
 
 def chromium_path() -> str | None:
-    """Debian's chromium (``OPENTESS_TEST_CHROMIUM`` names another build)."""
-    return os.environ.get("OPENTESS_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    """Debian's chromium (``OPENTESS_TEST_CHROMIUM`` names another build); None when missing."""
+    named = os.environ.get("OPENTESS_TEST_CHROMIUM")
+    if named:
+        return named if Path(named).is_file() else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @contextmanager

@@ -56,14 +56,17 @@ def _settings(data_dir: Path, upstream: str) -> Settings:
 def _agents() -> list[AgentSpec]:
     steering = [
         Question(type="select", name="model", options=[MODEL, "smollm2-135m"], default=MODEL, description="Model"),
-        Question(type="select", name="temperature", options=["0", "0.5", "1"], default="0.5", description="Temperature"),
+        Question(
+            type="select", name="temperature", options=["0", "0.5", "1"], default="0.5", description="Temperature"
+        ),
     ]
     return [
         AgentSpec(
             title="Translator",
             description="Translates anything into the language you pick",
             visibility="workspace",
-            instructions="You are a translator. Answer in {{ language }}.{% if tone %} Keep a {{ tone }} tone.{% endif %}",
+            instructions="You are a translator. Answer in {{ language }}."
+                         "{% if tone %} Keep a {{ tone }} tone.{% endif %}",
             questions=[
                 *steering,
                 Question(type="select", name="language", options=["French", "German", "Portuguese"], default="French",
@@ -101,7 +104,7 @@ async def _seed(settings: Settings) -> dict[str, int]:
             for spec in _agents():
                 await validate_spec(spec, settings, sandbox)
                 ids[spec.title] = (await store.agents.create(spec, ws.id)).id
-        _, token = await store.tokens.create(user.id, "backend", rpm_limit=600)
+        await store.tokens.create(user.id, "backend", rpm_limit=600)
         await store.tokens.create(user.id, "old laptop")
         # four weeks of made-up history for the usage charts
         rng = random.Random(7)
@@ -118,7 +121,8 @@ async def _seed(settings: Settings) -> dict[str, int]:
                         "workspace_id": ws.id, "agent_id": agent, "user_id": user.id, "source": "openai",
                         "status": "failed" if failed else "succeeded", "input": "…", "model": MODEL,
                         "output": None if failed else "…", "error": "upstream answered 500" if failed else None,
-                        "prompt_tokens": None if failed else prompt, "completion_tokens": None if failed else completion,
+                        "prompt_tokens": None if failed else prompt,
+                        "completion_tokens": None if failed else completion,
                         "credits": None if failed else (prompt * 0.15 + completion * 0.6) / 1e6,
                         "turns": [], "messages": [], "params": {}, "context": {},
                         "created_at": when, "updated_at": when,
