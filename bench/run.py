@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--toolsets", action="store_true", help="only the toolsets' grounded path (search + pages) against bare httpx"
     )
+    parser.add_argument(
+        "--files", action="store_true", help="only the files scenarios: ingestion, retrieval, route, upload RSS"
+    )
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args(argv)
     if args.baseline_src:
@@ -234,8 +237,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.toolsets:  # alone: it shares nothing with the HTTP scenarios, which take minutes
         from bench import toolsets
 
-        parts = [title, "", f"Machine: {machine()}. The fake and the measured clients share these cores.", "",
-                 toolsets.report(args)]  # fmt: skip
+        parts = [title, "", f"Machine: {machine()}. The fakes, the server and the measured clients share these cores.",
+                 "", toolsets.report(args), "", toolsets.report_runs(args)]  # fmt: skip
+    elif args.files:  # alone too (bench/files.py): it measures against baselines of its own
+        from bench import files
+
+        database = "PostgreSQL and SQLite" if args.database_url else "SQLite (embedded default)"
+        parts = [title, "", f"Machine: {machine()}. The fakes, the servers and the load share these cores; "
+                 f"medians of {args.repeat} run(s) of {args.duration:g} s; database: {database}.", "",
+                 files.report(args)]  # fmt: skip
     else:
         parts = [
             title,

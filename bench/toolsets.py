@@ -7,8 +7,15 @@ to a grounded run beyond its fetches (target: at most 15 ms p50 with 3 pages).
 Both sides run in this process, in turns (each round starting with the other side), so the
 machine's drift falls on both alike; the fake runs in a process of its own.
 
+Then whole runs through an opentess server (a process of its own, SQLite): a grounded
+``internet`` run against a ``no-tools`` run of the same agent (what grounding adds to a run,
+less the fetches measured alone), and ``agent`` runs of 0 and 10 tool steps against a fake
+upstream that calls the calculator as often as the message asks (a step's whole cost, its
+model call included, bounds the loop's overhead per step: target at most 2 ms).
+
     python -m bench.toolsets [--pages 3] [--rounds 200] [--quick]    (or scripts/bench --toolsets)
-    python -m bench.toolsets serve PORT                              (the fake alone)
+    python -m bench.toolsets serve PORT                              (the fake web alone)
+    python -m bench.toolsets upstream PORT                           (the tool-calling fake upstream)
 """
 
 from __future__ import annotations
@@ -16,10 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -197,10 +208,216 @@ def report(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+# whole runs through a server -----------------------------------------------------------------------
+
+STEPS = 10  # tool steps of the measured agent runs
+_STEPS = re.compile(rb"steps=(\d+)")
+_TOOL_TURN = b'"role":"tool"'
+
+
+def _json_answer(obj: dict[str, Any]) -> bytes:
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return _response("application/json", body)
+
+
+_USAGE = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+ANSWER = _json_answer(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
+        "usage": _USAGE,
+    }
+)
+CALL = _json_answer(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "bench",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "calculator", "arguments": '{"expression":"6*7"}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": _USAGE,
+    }
+)
+
+
+class _Upstream(_Protocol):
+    """An OpenAI-compatible upstream that calls the calculator until the conversation holds as
+    many tool results as its message asks (``steps=N``), then answers; without tools, answers."""
+
+    def on_message_begin(self) -> None:
+        self.body: list[bytes] = []
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        raw = b"".join(self.body)
+        wanted = _STEPS.search(raw)
+        more = wanted is not None and b'"tools":[' in raw and raw.count(_TOOL_TURN) < int(wanted.group(1))
+        self.transport.write(CALL if more else ANSWER)
+
+
+async def serve_upstream(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Upstream({}), "127.0.0.1", port, backlog=1024)
+    print(f"tool-calling fake upstream on {port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+RUN_AGENT = """\
+title: Toolsets bench
+type: chat
+instructions: "You answer questions about wonders."
+questions:
+  - {type: select, name: model, options: [bench]}
+  - {type: select, name: tools, options: [no-tools, internet, agent]}
+"""
+
+
+@contextmanager
+def _server(web: str, upstream: str, pages: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """opentess on SQLite with the fake web as its search backend and pages; (chat URL, headers)."""
+    port = targets.free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "opentess.toml"
+        config.write_text(
+            f'[models.bench]\nprovider = "openai"\nbase_url = "{upstream}/v1"\nsupports_tools = true\n\n'
+            f'[search]\nprovider = "searxng"\nbase_url = "{web}"\nresults = {pages}\npages = {pages}\n'
+        )
+        agent_file = Path(tmp) / "agent.yaml"
+        agent_file.write_text(RUN_AGENT)
+        env = {
+            "OPENTESS_DATA_DIR": str(Path(tmp) / "data"),
+            "OPENTESS_CONFIG": str(config),
+            "OPENTESS_LOG_LEVEL": "warning",
+            "OPENTESS_LOG_FORMAT": "json",
+            "OPENTESS_FETCH_ALLOW_HOSTS": web.removeprefix("http://"),
+        }
+        email = f"toolsets-{port}@example.com"
+        user = targets._cli(env, "users", "create", email)
+        agent = targets._cli(
+            env, "agents", "create", "--file", str(agent_file), "--workspace", str(user["default_workspace_id"])
+        )
+        token = targets._cli(env, "tokens", "create", "--user", email)
+        args = [sys.executable, "-m", "opentess", "serve", "--port", str(port)]
+        with targets.process(args, f"http://127.0.0.1:{port}/healthz", env):
+            yield (
+                f"http://127.0.0.1:{port}/agents/{agent['id']}/openai/chat/completions",
+                {"Authorization": f"Bearer {token['token']}"},
+            )
+
+
+async def _measure_runs(
+    chat: str, headers: dict[str, str], web: str, upstream: str, pages: int, rounds: int
+) -> dict[str, list[float]]:
+    client = httpx.AsyncClient(trust_env=False, timeout=60, headers=headers)
+    direct = httpx.AsyncClient(trust_env=False, timeout=10)
+
+    def run(tools: str, content: str = QUERY) -> Callable[[], Awaitable[None]]:
+        body = {"messages": [{"role": "user", "content": content}], "tools": tools}
+
+        async def call() -> None:
+            answer = await client.post(chat, json=body)
+            assert answer.status_code == 200, answer.text
+            sources = answer.json()["agent_response"]["sources"]
+            assert tools != "internet" or len(sources) == pages
+            if tools == "agent":  # every step was a model call of 20 prompt tokens, and one more answered
+                steps = int(content.removeprefix("steps="))
+                assert answer.json()["usage"]["prompt_tokens"] == 20 * (steps + 1), answer.text
+
+        return call
+
+    async def fetches() -> None:
+        answer = await direct.get(f"{web}/search", params={"q": QUERY, "format": "json"})
+        urls = [r["url"] for r in answer.json()["results"][:pages]]
+        await asyncio.gather(*(direct.get(url) for url in urls))
+
+    sides: dict[str, Callable[[], Awaitable[None]]] = {
+        "no-tools": run("no-tools"),
+        "internet": run("internet"),
+        "fetches alone": fetches,
+        "agent, 0 steps": run("agent", "steps=0"),
+        f"agent, {STEPS} steps": run("agent", f"steps={STEPS}"),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        for _ in range(max(rounds // 10, 5)):
+            for side in sides.values():
+                await side()
+        names = list(sides)
+        for i in range(rounds):
+            shift = i % len(names)
+            for name in names[shift:] + names[:shift]:
+                began = time.perf_counter()
+                await sides[name]()
+                samples[name].append((time.perf_counter() - began) * 1000)
+    finally:
+        await client.aclose()
+        await direct.aclose()
+    return samples
+
+
+def report_runs(args: argparse.Namespace) -> str:
+    pages = getattr(args, "pages", 3)
+    rounds = 10 if args.quick else max(getattr(args, "rounds", 200) // 2, 20)
+    web_port, upstream_port = targets.free_port(), targets.free_port()
+    web, upstream = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{upstream_port}"
+    with (
+        targets.process([sys.executable, "-m", "bench.toolsets", "serve", str(web_port)], f"{web}/search"),
+        targets.process(
+            [sys.executable, "-m", "bench.toolsets", "upstream", str(upstream_port)], f"{upstream}/v1/models"
+        ),
+        _server(web, upstream, pages) as (chat, headers),
+    ):
+        samples = uvloop.run(_measure_runs(chat, headers, web, upstream, pages, rounds))
+    p50 = {name: statistics.median(values) for name, values in samples.items()}
+    grounded = p50["internet"] - p50["no-tools"]
+    beyond = grounded - p50["fetches alone"]
+    per_step = (p50[f"agent, {STEPS} steps"] - p50["agent, 0 steps"]) / STEPS
+    rows = [f"| {name} | {_ms(values, 0.5):.2f} | {_ms(values, 0.95):.2f} |" for name, values in samples.items()]
+    return "\n".join(
+        [
+            f"### Toolsets: whole runs through the server (non-streaming, {rounds} rounds per kind, in turns)",
+            "",
+            "| run | p50 (ms) | p95 (ms) |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"A grounded `internet` run ({pages} pages) adds {grounded:.2f} ms p50 to a `no-tools` run; beyond its "
+            f"fetches ({p50['fetches alone']:.2f} ms alone): {beyond:.2f} ms (target: ≤ 15 ms).",
+            f"An `agent` step costs {per_step:.2f} ms p50 in all — its model call to the fake upstream and its "
+            "calculator call included, so the loop's own overhead is less (target: ≤ 2 ms per step).",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         uvloop.run(serve(int(argv[1])))
+        return
+    if argv[:1] == ["upstream"]:
+        uvloop.run(serve_upstream(int(argv[1])))
         return
     parser = argparse.ArgumentParser(prog="python -m bench.toolsets", description=__doc__)
     parser.add_argument("--pages", type=int, default=3, help=f"pages read per search (at most {MAX_PAGES})")
@@ -209,6 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.pages = min(max(args.pages, 1), MAX_PAGES)
     print(report(args))
+    print()
+    print(report_runs(args))
 
 
 if __name__ == "__main__":

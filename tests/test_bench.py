@@ -51,3 +51,20 @@ def test_bench_model_quick_run() -> None:
     assert "| opentess (HTTP, SSE) |" in report
     assert "first tokens in arrival order: yes" in report
     assert "every stream complete: yes" in report
+
+
+def test_bench_toolsets_quick_run() -> None:
+    """The toolsets' benchmark runs end to end: the grounded path against bare fetches, and whole
+    runs (grounded, no-tools, agent steps) through a server, each with its row."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.toolsets", "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for label in ("| bare httpx:", "| opentess: SearXNG backend", "| internet |", "| agent, 10 steps |"):
+        assert label in result.stdout
+    assert "beyond its fetches" in result.stdout and "An `agent` step costs" in result.stdout

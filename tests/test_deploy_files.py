@@ -40,3 +40,17 @@ def test_systemd_unit_stops_after_the_grace_period() -> None:
     unit = (DEPLOY / "opentess.service").read_text()
     assert "ExecStart=/opt/opentess/bin/opentess serve" in unit
     assert int(re.search(r"TimeoutStopSec=(\d+)", unit).group(1)) > 30  # type: ignore[union-attr]
+
+
+def test_compose_searches_with_its_own_searxng() -> None:
+    """The compose deployment's configuration loads, searches with the SearXNG service, and that
+    SearXNG answers JSON (its default settings do not)."""
+    from opentess.settings import Settings
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert "searxng" in compose["services"]
+    settings = Settings(config=DEPLOY / "opentess.toml")
+    assert settings.search is not None and settings.search.provider == "searxng"
+    assert settings.search.base_url == "http://searxng:8080"
+    searxng = yaml.safe_load((DEPLOY / "searxng" / "settings.yml").read_text())
+    assert "json" in searxng["search"]["formats"]

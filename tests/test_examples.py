@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_web import FakeWeb
 from tests.support.processes import free_port
 from tests.support.waiting import wait_until
 
@@ -66,7 +67,23 @@ def shell(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def _serve(home: Path, config: str) -> Iterator[dict[str, str]]:
+@pytest.fixture(scope="module")
+def web() -> Iterator[FakeWeb]:
+    """The web the toolsets' examples search: a SearXNG and a Wikipedia of this test (an example
+    never reaches a real site; only the first result's page, one of the fake's own, is read)."""
+    server = FakeWeb().start()
+    yield server
+    server.stop()
+
+
+def _toolsets(web: FakeWeb) -> str:
+    return (
+        f'\n[search]\nprovider = "searxng"\nbase_url = "{web.url}/searxng"\npages = 1\n'
+        f'\n[wikipedia]\nbase_url = "{web.url}"\n'
+    )
+
+
+def _serve(home: Path, config: str, web: FakeWeb) -> Iterator[dict[str, str]]:
     data = home / "data"
     (home / "opentess.toml").write_text(config)
     port = free_port()
@@ -75,6 +92,7 @@ def _serve(home: Path, config: str) -> Iterator[dict[str, str]]:
         "OPENTESS_DATA_DIR": str(data),
         "OPENTESS_CONFIG": str(home / "opentess.toml"),
         "OPENTESS_LOG_LEVEL": "warning",
+        "OPENTESS_FETCH_ALLOW_HOSTS": web.allow[0],  # the fake's pages are on 127.0.0.1
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "opentess", "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
@@ -110,11 +128,11 @@ def _run(example: Example, env: dict[str, str], cwd: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def on_fake_upstream(shell: Path, upstream: FakeUpstream) -> Iterator[dict[str, str]]:
+def on_fake_upstream(shell: Path, upstream: FakeUpstream, web: FakeWeb) -> Iterator[dict[str, str]]:
     # the built-in model's name, served by the fake upstream: the demo agent runs on it
-    config = f'[models.smollm2-135m]\nprovider = "openai"\nbase_url = "{upstream.url}/v1"\n'
+    config = f'[models.smollm2-135m]\nprovider = "openai"\nbase_url = "{upstream.url}/v1"\n' + _toolsets(web)
     (shell / "fake").mkdir()
-    yield from _serve(shell / "fake", config)
+    yield from _serve(shell / "fake", config, web)
 
 
 @pytest.mark.parametrize("example", examples(), ids=lambda e: e.where)
@@ -123,9 +141,9 @@ def test_example_runs_on_the_fake_upstream(example: Example, on_fake_upstream: d
 
 
 @pytest.fixture(scope="module")
-def on_the_embedded_model(shell: Path) -> Iterator[dict[str, str]]:
+def on_the_embedded_model(shell: Path, web: FakeWeb) -> Iterator[dict[str, str]]:
     (shell / "model").mkdir()
-    yield from _serve(shell / "model", "")
+    yield from _serve(shell / "model", _toolsets(web), web)
 
 
 @pytest.mark.model

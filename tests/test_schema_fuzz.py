@@ -33,18 +33,21 @@ def test_no_request_breaks_the_api(fuzzed: tuple[LiveServer, World], tmp_path: P
     """Revoking tokens is left out: the fuzzer would revoke the token it calls with."""
     server, world = fuzzed
     cli = Path(sys.executable).parent / "schemathesis"
+    # fmt: off
+    command = [
+        str(cli), "run", f"{server.url}/openapi.json",
+        "--checks", CHECKS,
+        "--max-examples", str(EXAMPLES_PER_OPERATION),
+        "--seed", "20261127", "--generation-deterministic",
+        "--header", f"Authorization: Bearer {world.token}",
+        "--exclude-operation-id-regex", "^revoke_token",
+        "--request-timeout", "60",
+        "--workers", "1",
+        "--report", "junit", "--report-dir", str(tmp_path),
+    ]
+    # fmt: on
     done = subprocess.run(
-        [
-            str(cli), "run", f"{server.url}/openapi.json",
-            "--checks", CHECKS,
-            "--max-examples", str(EXAMPLES_PER_OPERATION),
-            "--seed", "20261127", "--generation-deterministic",
-            "--header", f"Authorization: Bearer {world.token}",
-            "--exclude-operation-id-regex", "^revoke_token",
-            "--request-timeout", "60",
-            "--workers", "1",
-            "--report", "junit", "--report-dir", str(tmp_path),
-        ],  # fmt: skip
+        command,
         capture_output=True,
         text=True,
         timeout=1800,

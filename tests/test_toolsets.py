@@ -16,14 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from opentess.settings import ModelConfig, SearchTable, Settings, ToolsetTable, WikipediaTable
+from opentess.settings import BUILTIN_MODEL, ModelConfig, SearchTable, Settings, ToolsetTable, WikipediaTable
 from opentess.toolsets.calculator import CalculatorError, calculate
 from opentess.toolsets.registry import catalog, problems
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.fake_web import ARTICLE_FACT, TEXT_FACT, FakeWeb
+from tests.support.files_env import upload, wait_processed
 from tests.support.isolated import isolated_world, with_settings
 from tests.support.live import LiveServer
-from tests.support.world import FAKE_MODEL, World, make_settings
+from tests.support.world import FAKE_MODEL, World, execution, make_settings
 
 TOOL_MODEL = "tool-gpt"
 QUESTION = "How tall was the Lighthouse of Alexandria?"
@@ -550,3 +551,63 @@ def test_the_calculator_is_exact(expression: str, result: str) -> None:
 def test_the_calculator_refuses_what_is_not_bounded_arithmetic(expression: str) -> None:
     with pytest.raises(CalculatorError):
         calculate(expression)
+
+
+# tenancy --------------------------------------------------------------------------------------------
+
+
+def test_knowledge_and_memory_tools_see_only_the_callers(
+    server: LiveServer, tworld: World, client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    """Bob's files and memories never reach Alice's agent, through the tools or a file id."""
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {tworld.other_token}"}, timeout=60
+    ) as bob:
+        bob_file = upload(bob, "bob-vault.txt", b"The vault code is BRAVO-9920.").json()["id"]
+        assert wait_processed(bob, bob_file)["status"] == "completed"
+        bob_agent = _agent(bob, ["no-tools"])
+        assert bob.post(f"/agents/{bob_agent}/files", json={"file_ids": [bob_file]}).status_code == 200
+        assert bob.post("/memories", json={"memory": "My favourite colour is teal."}).status_code == 201
+    alice_file = upload(client, "alice-vault.txt", b"The vault code is ALPHA-4471.").json()["id"]
+    assert wait_processed(client, alice_file)["status"] == "completed"
+    assert client.post("/memories", json={"memory": "My favourite colour is amber."}).status_code == 201
+    agent = _agent(client, ["agent", "no-tools"], models=[TOOL_MODEL], default="agent")
+    assert client.post(f"/agents/{agent}/files", json={"file_ids": [alice_file]}).status_code == 200
+
+    def respond(body: dict[str, Any]) -> str | dict[str, Any]:
+        tool_messages = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        if not tool_messages:
+            return {
+                "tool_calls": [
+                    ("knowledge_search", {"query": "vault code"}),
+                    ("memory_search", {"query": "favourite colour"}),
+                ]
+            }
+        return " || ".join(tool_messages)
+
+    upstream.responder = respond
+    resp = _chat(client, agent)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()["choices"][0]["message"]["content"]
+    assert "ALPHA-4471" in answer and "amber" in answer
+    assert "BRAVO" not in answer and "teal" not in answer
+    assert "[alice-vault.txt" in answer
+    # a file of another workspace cannot be named either
+    foreign = _chat(client, agent, file_ids=[bob_file])
+    assert foreign.status_code in (400, 422) and "file_ids" in foreign.text
+
+
+@pytest.mark.model
+def test_the_embedded_model_answers_grounded(client: httpx.Client, tworld: World, fake_web: Web) -> None:
+    """SmolLM2 in-process with the internet toolset: the sources fit its 2,048-token context with
+    room for the answer, and the run is stored with them."""
+    agent = _agent(client, ["no-tools", "internet"], models=[BUILTIN_MODEL])
+    resp = _chat(client, agent, tools="internet", max_tokens=48)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"].strip()
+    execution_id = resp.json()["agent_response"]["id"]
+    stored = execution(tworld.settings, execution_id)
+    system = stored["messages"][0]["content"]
+    assert "## Sources" in system and ARTICLE_FACT in system
+    assert stored["sources"][0]["url"] == fake_web.page("/article")
+    assert stored["status"] == "succeeded" and stored["prompt_tokens"] < 2048 - 48

@@ -249,6 +249,8 @@ class WikipediaTable(BaseModel):
 
     base_url: str = "https://en.wikipedia.org"
     language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[a-z]+)?$")
+    # Wikimedia asks API clients to say who runs them: e.g. "acme-agents (ops@acme.example)"
+    user_agent: str | None = Field(default=None, max_length=200)
     results: int = Field(default=3, ge=1, le=10)
     timeout_s: float = Field(default=10.0, gt=0)
 

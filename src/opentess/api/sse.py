@@ -126,7 +126,6 @@ class EventStreamResponse(Response):
                 await aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-
     async def _paced(self, events: AsyncIterator[bytes], send: Send) -> None:
         """Every event, with a keep-alive whenever none came for ``keepalive_s``."""
         while True:

@@ -70,7 +70,9 @@ class Conversation:
 
 _PUBLIC_COLUMNS = [
     # `context` is public: what the context sources used (memories, knowledge) is shown on the execution
-    c for c in Execution.__table__.c if c.name not in ("turns", "messages", "params", "user_id", "token_id")
+    c
+    for c in Execution.__table__.c
+    if c.name not in ("turns", "messages", "params", "user_id", "token_id")
 ]
 
 

@@ -34,7 +34,12 @@ def make_toolkit(
 ) -> Toolkit:
     return Toolkit(
         search=search_backend(settings),
-        wikipedia=Wikipedia(settings.wikipedia.base_url, settings.wikipedia.language, settings.wikipedia.timeout_s),
+        wikipedia=Wikipedia(
+            settings.wikipedia.base_url,
+            settings.wikipedia.language,
+            settings.wikipedia.timeout_s,
+            user_agent=settings.wikipedia.user_agent,
+        ),
         fetcher=Fetcher(
             allow_hosts=settings.fetch_allow_hosts,
             max_bytes=settings.fetch_max_bytes,

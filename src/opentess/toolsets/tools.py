@@ -185,11 +185,7 @@ class Toolkit:
             "knowledge": self.knowledge is not None,
             "memories": self.memories is not None,
         }
-        return [
-            self.tools[n]
-            for n in names
-            if n in self.tools and have[self.tools[n].needs]
-        ]
+        return [self.tools[n] for n in names if n in self.tools and have[self.tools[n].needs]]
 
     # the tools ----------------------------------------------------------------------------------
 
