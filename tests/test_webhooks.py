@@ -475,25 +475,29 @@ def test_a_restart_between_attempts_loses_nothing(backend: str, tmp_path: Path, 
             late.close()
 
 
-def test_which_addresses_are_public() -> None:
-    """The address rule itself: only globally routable addresses, IPv4 inside IPv6 included."""
-    refused = [
-        "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-        "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "fd00:ec2::254", "::ffff:10.0.0.1",
-        "64:ff9b::a00:1", "2002:a00:1::", "::",
-    ]  # fmt: skip
-    for text in refused:
-        assert safety.forbidden(ipaddress.ip_address(text)) is not None, text
-    for text in ("93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:1.1.1.1"):
-        assert safety.forbidden(ipaddress.ip_address(text)) is None, text
+def test_the_webhook_rule_is_netguards_with_the_webhooks_settings() -> None:
+    """The address rule itself is opentess.netguard's (tested with the fetcher's); webhooks add
+    https unless allowed, URLs up to 2,048 characters, and errors naming their own setting."""
     allow = ["Receiver.internal", "127.0.0.1:9000", "[::1]"]
     assert safety.parse("http://receiver.internal/x", allow).allowed
     assert safety.parse("http://127.0.0.1:9000/x", allow).allowed
     assert safety.parse("http://[::1]:8080/x", allow).allowed
-    with pytest.raises(safety.Refused, match="https"):
+    with pytest.raises(safety.Refused, match="http only for hosts in OPENTESS_WEBHOOK_ALLOW_HOSTS"):
         safety.parse("http://127.0.0.1:9001/x", allow)  # another port of an allowed host:port
     target = safety.parse("https://example.com:8443/a/b?c=d", [])
     assert (target.host_header, target.path, target.allowed) == ("example.com:8443", "/a/b?c=d", False)
+    long = "https://example.com/" + "a" * (safety.MAX_URL_CHARS - len("https://example.com/"))
+    assert safety.parse(long, []).path.endswith("a")
+    with pytest.raises(safety.Refused, match="longer than 2048"):
+        safety.parse(long + "a", [])
+    for missing in (None, "", "  ", 5):
+        with pytest.raises(safety.Refused, match="The url field is required"):
+            safety.parse(missing, [])
+    for refused in ("https://[::ffff:10.0.0.1]/hook", "https://[64:ff9b::a00:1]/hook", "https://100.64.0.1/hook"):
+        with pytest.raises(safety.Refused, match=r"only public addresses .*OPENTESS_WEBHOOK_ALLOW_HOSTS"):
+            asyncio.run(safety.checked_addresses(safety.parse(refused, [])))
+    public = safety.parse("https://1.1.1.1/hook", [])
+    assert asyncio.run(safety.checked_addresses(public)) == [ipaddress.ip_address("1.1.1.1")]
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/webhooks.md"])

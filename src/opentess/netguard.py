@@ -80,15 +80,21 @@ def _allow_entries(allow_hosts: Sequence[str]) -> set[tuple[str, int | None]]:
 
 
 def parse(
-    url: str, allow_hosts: Sequence[str], setting: str = "OPENTESS_FETCH_ALLOW_HOSTS", *, require_https: bool = False
+    url: str,
+    allow_hosts: Sequence[str],
+    setting: str = "OPENTESS_FETCH_ALLOW_HOSTS",
+    *,
+    require_https: bool = False,
+    max_chars: int = MAX_URL_CHARS,
 ) -> Target:
     """The URL as a Target, or Refused saying what is wrong with it (no name lookup here).
-    ``require_https`` refuses plain http but for allowed hosts (webhooks); fetching accepts both."""
+    ``require_https`` refuses plain http but for allowed hosts (webhooks); fetching accepts both.
+    ``max_chars`` bounds the URL (the webhooks store theirs in a column of 2,048 characters)."""
     if not isinstance(url, str) or not url.strip():
         raise Refused("The url is empty.")
     url = url.strip()
-    if len(url) > MAX_URL_CHARS:
-        raise Refused(f"The url must not be longer than {MAX_URL_CHARS} characters.")
+    if len(url) > max_chars:
+        raise Refused(f"The url must not be longer than {max_chars} characters.")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise Refused("The url must not contain spaces or control characters.")
     parts = urlsplit(url)
