@@ -4,16 +4,29 @@ page headers, and the console switched off."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import orjson
 import pytest
+from sqlalchemy import insert
 
+from opentess.agents import AgentSpec
 from opentess.api.app import create_app
+from opentess.api.deps import AppState
+from opentess.clock import utcnow
+from opentess.db.engine import make_engine, migrate
+from opentess.db.models import Execution
+from opentess.settings import Settings
+from opentess.store import Store, close_store
+from opentess.web.executions import agent_titles
+from opentess.web.usage import usage
 from tests.support.console import ALICE, Site, csrf_of, start_site
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
@@ -257,3 +270,53 @@ def test_the_console_can_be_switched_off(site: Site) -> None:
 
 def test_a_signed_in_visitor_skips_the_sign_in_form(alice: httpx.Client) -> None:
     assert alice.get("/ui/signin?next=/ui/usage").headers["location"] == "/ui/usage"
+
+
+def test_usage_and_date_filters_on_every_backend(tmp_path: Path, database_url: str | None) -> None:
+    """The sums per day and per agent, and the executions' date filter, on SQLite and PostgreSQL."""
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+
+    async def scenario() -> None:
+        engine = make_engine(settings)
+        store = Store(engine)
+        try:
+            await migrate(engine)
+            _, ws = await store.users.create(f"usage-{tmp_path.name}@example.com")
+            agent = await store.agents.create(AgentSpec(title="Counter"), ws.id)
+            now = utcnow()
+            rows = [
+                {"workspace_id": ws.id, "agent_id": agent.id, "source": "openai", "status": status, "input": "",
+                 "model": "m", "credits": credits, "prompt_tokens": 10, "completion_tokens": 5, "turns": [],
+                 "messages": [], "params": {}, "context": {}, "created_at": when, "updated_at": when}
+                for status, credits, when in (
+                    ("succeeded", 0.25, now - timedelta(days=2)),
+                    ("succeeded", 0.5, now - timedelta(days=2)),
+                    ("failed", None, now),
+                )
+            ]  # fmt: skip
+            async with engine.begin() as conn:
+                await conn.execute(insert(Execution), rows)
+            state = cast(AppState, SimpleNamespace(engine=engine))
+            today = now.date()
+            days, agents = await usage(state, ws.id, today - timedelta(days=3), today)
+            assert len(days) == 4
+            two_days_ago = days[str(today - timedelta(days=2))]
+            assert (two_days_ago.executions, two_days_ago.credits, two_days_ago.prompt_tokens) == (2, 0.75, 20)
+            assert (days[str(today)].executions, days[str(today)].failed) == (1, 1)
+            assert agents[agent.id].executions == 3 and agents[agent.id].credits == 0.75
+            assert await agent_titles(state, {agent.id}) == {agent.id: "Counter"}
+            start_of_today = datetime.combine(today, time())
+            recent, total = await store.executions.search(
+                ws.id, agent_id=None, root_id=None, status=None, descending=True, offset=0, limit=10,
+                since=start_of_today,
+            )  # fmt: skip
+            assert total == 1 and recent[0].status == "failed"
+            _, older = await store.executions.search(
+                ws.id, agent_id=None, root_id=None, status=None, descending=True, offset=0, limit=10,
+                before=start_of_today,
+            )  # fmt: skip
+            assert older == 2
+        finally:
+            await close_store(store)
+
+    asyncio.run(scenario())

@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from opentess.api import tokens as api_tokens
 from opentess.clock import utcnow
-from opentess.errors import InvalidInput, OpentessError, parse_model
+from opentess.errors import OpentessError, parse_model
 from opentess.store import TokenRecord
 from opentess.web.console import Visitor, console_of, form_of, page, ui_url
 from opentess.web.render import problems, render
@@ -115,11 +115,9 @@ async def token_limits(request: Request, visitor: Visitor) -> Response:
         body.setdefault(name, None)
     try:
         await api_tokens.update_for(state, visitor.principal, request.path_params["token_id"], body)
-    except InvalidInput as exc:
-        return await _page(request, visitor, status=422, errors=problems(exc))
     except OpentessError as exc:
         if exc.status == 404:
-            raise
+            raise  # another user's token: the page of a missing one
         return await _page(request, visitor, status=exc.status, errors=problems(exc))
     return RedirectResponse(
         ui_url(request, f"/tokens?notice=limits-{request.path_params['token_id']}"), status_code=303
