@@ -23,6 +23,7 @@ from opentess import netguard
 from opentess.toolsets.web import Fetcher, FetchFailed, FetchRefused, Page
 from tests.support.fake_web import ARTICLE_FACT, BOILERPLATE, PDF_FACT, TEXT_FACT, FakeWeb
 from tests.support.processes import free_port
+from tests.support.tls import self_signed
 
 
 @pytest.fixture(scope="module")
@@ -284,45 +285,13 @@ def test_a_closed_port_and_an_unknown_name_fail() -> None:
 # https --------------------------------------------------------------------------------------------
 
 
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    """A certificate for ``name`` that is its own authority, and its key."""
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
 def test_https_is_verified_for_the_urls_name_at_the_checked_address(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """TLS (SNI and the certificate check) speaks of the URL's name while the connection goes to
     the address it resolved to: a certificate for localhost passes for https://localhost and is
     refused for the same server called by its address."""
-    cert, key = _self_signed(tmp_path, "localhost")
+    cert, key = self_signed(tmp_path, "localhost")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the fetcher trusts this server's certificate
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)

@@ -30,6 +30,7 @@ from tests.support.isolated import isolated_world, with_settings
 from tests.support.live import LiveServer
 from tests.support.processes import free_port
 from tests.support.receiver import Receiver
+from tests.support.tls import self_signed
 from tests.support.waiting import wait_until
 from tests.support.world import FAKE_MODEL, World
 
@@ -541,38 +542,6 @@ def test_the_documented_receiver_verifies_deliveries(hooked: Hooked, tmp_path: P
     assert out.split()[:2] == [str(execution["id"]), "succeeded"]
 
 
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    """A certificate for ``name`` that is its own authority (the receiver's), and its key."""
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
 def test_https_goes_to_the_checked_address_under_the_urls_name(
     tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -581,7 +550,7 @@ def test_https_goes_to_the_checked_address_under_the_urls_name(
     is accepted for https://localhost, and refused for the same receiver called by its address."""
     import ssl
 
-    cert, key = _self_signed(tmp_path, "localhost")
+    cert, key = self_signed(tmp_path, "localhost")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the server trusts this receiver's certificate
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -140,13 +141,18 @@ async def _answer(plan: ExecutionPlan, request: ChatRequest, streaming: bool) ->
     yield completion
 
 
-class GroundedProgram:
-    def __init__(self, box: Toolbox, toolset: Toolset, draft: ContextDraft, call: ToolCallContext) -> None:
-        self.box = box
-        self.toolset = toolset
-        self.draft = draft
-        self.call = call
+@dataclass
+class _ToolsetRun:
+    """What a toolset's program works with: the server's toolbox, the toolset, the run's context
+    draft and whose call it is."""
 
+    box: Toolbox
+    toolset: Toolset
+    draft: ContextDraft
+    call: ToolCallContext
+
+
+class GroundedProgram(_ToolsetRun):
     async def run(
         self, plan: ExecutionPlan, record: RunRecord, streaming: bool
     ) -> AsyncIterator[str | StepStarted | Completion]:
@@ -321,13 +327,7 @@ class GroundedProgram:
         return header + "\n\n" + "\n\n".join(entries)
 
 
-class AgentProgram:
-    def __init__(self, box: Toolbox, toolset: Toolset, draft: ContextDraft, call: ToolCallContext) -> None:
-        self.box = box
-        self.toolset = toolset
-        self.draft = draft
-        self.call = call
-
+class AgentProgram(_ToolsetRun):
     async def run(
         self, plan: ExecutionPlan, record: RunRecord, streaming: bool
     ) -> AsyncIterator[str | StepStarted | Completion]:
