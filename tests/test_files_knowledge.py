@@ -29,13 +29,17 @@ def _manual() -> bytes:
     return "\n\n".join(paragraphs).encode()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite-database", "sqlite-memory", "postgres-database", "postgres-memory"])
 def env(
     request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FilesEnv]:
-    overrides: dict[str, Any] = {"files_context_tokens": BUDGET, "files_whole_file_tokens": 150, "files_wait_s": 60}
+    """Each database, with retrieval in its own index (FTS5, tsvector + GIN) and in memory
+    (small knowledge)."""
+    backend, index = request.param.split("-")
+    overrides: dict[str, Any] = {"files_context_tokens": BUDGET, "files_whole_file_tokens": 150, "files_wait_s": 60,
+                                 "files_memory_index_chunks": 0 if index == "database" else 5000}  # fmt: skip
     with (
-        database(request.param) as url,
+        database(backend) as url,
         files_env(tmp_path_factory.mktemp("knowledge"), upstream.url, url, **overrides) as running,
     ):
         yield running
@@ -72,13 +76,15 @@ def test_the_chunk_with_the_answer_is_found_in_a_large_file(
     knowledge = _ask(http, agent_id)
     prompt = system_prompt(upstream.last)
     assert "QUASAR-1198" in prompt
-    assert knowledge["retrieval"] == "full-text" and knowledge["budget"] == BUDGET
+    index = "memory" if env.world.settings.files_memory_index_chunks else "database"
+    assert knowledge["retrieval"] == f"full-text ({index})" and knowledge["budget"] == BUDGET
     assert knowledge["tokens"] <= BUDGET and len(prompt) < BUDGET * 4 + 1000  # not the whole manual
     first = knowledge["chunks"][0]
     assert first["file_id"] == manual["id"] and f"[plant-manual.txt, {first['location']}]" in prompt
     assert prompt.index("QUASAR-1198") < prompt.index("[plant-manual.txt", prompt.index("QUASAR-1198") - 2000) + 2000
     assert knowledge["files"] == [{"id": manual["id"], "filename": "plant-manual.txt", "used": "excerpts",
                                    "chunks": len(knowledge["chunks"])}]  # fmt: skip
+    assert knowledge["available"] == 1
 
 
 def test_full_text_ranks_the_answer_first(env: FilesEnv, http: httpx.Client) -> None:
@@ -92,10 +98,12 @@ def test_full_text_ranks_the_answer_first(env: FilesEnv, http: httpx.Client) -> 
 
     async def search() -> list[str]:
         engine = make_engine(env.world.settings)
+        fulltext = FullText(engine)
         try:
-            hits = await FullText(engine).search([manual["id"]], QUESTION, 5, chunks_in_files=400)
+            hits = await fulltext.search([manual["id"]], QUESTION, 5, chunks_in_files=400)
             return [h.text for h in hits]
         finally:
+            await fulltext.reader.aclose()
             await engine.dispose()
 
     texts = asyncio.run(search())
@@ -213,12 +221,12 @@ def test_hybrid_retrieval_finds_what_words_miss(
         agent_id = _agent(http, "Fleet")
         http.post(f"/agents/{agent_id}/files", json={"file_ids": [fleet["id"]]})
         knowledge = _ask(http, agent_id, "How much does the automobile cost?")
-        assert knowledge["retrieval"] == "hybrid"
+        assert knowledge["retrieval"] == "hybrid (memory)"
         assert "18,400 euros" in system_prompt(upstream.last)
         embeddings.fail = True  # the embedding upstream is down: full text still answers
         try:
             degraded = _ask(http, agent_id, "What is the price of the red car at the west gate?")
         finally:
             embeddings.fail = False
-        assert degraded["retrieval"] == "full-text (embeddings unavailable)"
+        assert degraded["retrieval"] == "full-text (memory; embeddings unavailable)"
         assert "18,400 euros" in system_prompt(upstream.last)

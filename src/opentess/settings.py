@@ -347,6 +347,7 @@ class Settings(BaseSettings):
     files_credits_per_page: float = Field(default=0.0, ge=0)
     files_job_lease_s: float = Field(default=60.0, gt=0)
     files_cache_mb: int = Field(default=256, ge=0)
+    files_memory_index_chunks: int = Field(default=2000, ge=0)
     # -- memories and webhooks (opentess.memories, opentess.webhooks) --
     memories_max_chars: int = Field(default=8000, ge=0)
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

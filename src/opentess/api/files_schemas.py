@@ -100,7 +100,7 @@ class RegisterRequest(BaseModel):
 class KnowledgeFile(BaseModel):
     id: int
     filename: str
-    used: Literal["whole", "excerpts", "unused"]
+    used: Literal["whole", "excerpts"]
     chunks: int
 
 
@@ -121,9 +121,12 @@ class KnowledgeUsed(BaseModel):
     """What an execution's context took from files."""
 
     file_ids: list[int] = Field(description="The call's and the conversation's files (carried to later turns)")
-    files: list[KnowledgeFile]
+    files: list[KnowledgeFile] = Field(description="The files the context used (whole, or excerpts of them)")
+    available: int = Field(description="Processed files the call could draw on")
     chunks: list[KnowledgeChunk] = Field(description="The excerpts used, in the order the model saw them")
     skipped: list[SkippedFile] = Field(description="Files left out: failed, or still being processed")
-    retrieval: str = Field(description="whole, full-text, hybrid, or none")
+    retrieval: str = Field(
+        description="whole (every file fits), full-text or hybrid (with the index used: memory or database), or none"
+    )
     tokens: int = Field(description="Estimated tokens of knowledge sent")
     budget: int = Field(description="The knowledge budget of this call, in tokens")

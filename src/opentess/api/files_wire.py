@@ -80,6 +80,7 @@ def knowledge(context: dict[str, Any] | None) -> dict[str, Any] | None:
     return {
         "file_ids": recorded.get("file_ids", []),
         "files": recorded.get("files", []),
+        "available": recorded.get("available", 0),
         "chunks": recorded.get("chunks", []),
         "skipped": recorded.get("skipped", []),
         "retrieval": recorded.get("retrieval", "none"),

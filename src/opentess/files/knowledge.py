@@ -29,7 +29,7 @@ from sqlalchemy import select
 from opentess.db.models import Execution
 from opentess.errors import InvalidInput, UpstreamError
 from opentess.executions.context import ContextDraft
-from opentess.files.search import Hit, fuse
+from opentess.files.search import Hit, fuse, terms
 from opentess.files.store import COMPLETED, WAITING, FileRecord
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class KnowledgeSource:
     def __init__(self, files: FilesService) -> None:
         self.files = files
         self.settings = files.settings
+        self._views: dict[int, tuple[list[FileRecord], _View]] = {}
 
     async def contribute(self, draft: ContextDraft) -> None:
         asked = list(draft.request.file_ids)
@@ -67,29 +68,24 @@ class KnowledgeSource:
         inherited = await self._inherited(draft)
         if not asked and not linked and not inherited:
             return  # the common case costs one cache lookup
-        workspace = draft.principal.workspace_id
-        found = await self.files.store.many(list(dict.fromkeys(asked + inherited)), workspace)
-        missing = [str(i) for i in asked if i not in found]
-        if missing:
-            raise InvalidInput(
-                {"file_ids": [f"The selected file_ids is invalid: no file {', '.join(missing)} in this workspace."]}
-            )
-        carried = [i for i in dict.fromkeys(asked + inherited) if i in found]
-        files = list({f.id: f for f in [*(found[i] for i in carried), *linked]}.values())
-        files = await self._processed(files)
-        ready = [f for f in files if f.ready]
-        skipped = [
-            {
-                "id": f.id,
-                "filename": f.filename,
-                "status": f.status,
-                "reason": f.error if f.status != WAITING else "still being processed",
-            }
-            for f in files
-            if not f.ready
-        ]
+        carried: list[int] = []
+        if asked or inherited:
+            workspace = draft.principal.workspace_id
+            found = await self.files.store.many(list(dict.fromkeys(asked + inherited)), workspace)
+            missing = [str(i) for i in asked if i not in found]
+            if missing:
+                raise InvalidInput(
+                    {"file_ids": [f"The selected file_ids is invalid: no file {', '.join(missing)} in this workspace."]}
+                )
+            carried = [i for i in dict.fromkeys(asked + inherited) if i in found]
+            files = list({f.id: f for f in [*(found[i] for i in carried), *linked]}.values())
+            view = _View(await self._processed(files))
+        else:
+            view = self._linked_view(linked)
+            if view.pending:
+                view = _View(await self._processed(view.files))
         budget = self._budget(draft)
-        selection, how = await self._select(ready, draft.input_text, budget)
+        selection, how = await self._select(view, draft.input_text, budget)
         if selection.entries:
             draft.system.append(
                 HEADER + "\n\n" + "\n\n".join(f"[{label}]\n{body}" for label, body in selection.entries)
@@ -98,14 +94,27 @@ class KnowledgeSource:
             self.name,
             {
                 "file_ids": carried,
-                "files": [selection.files.get(f.id) or _used(f, "unused") for f in ready],
+                "files": list(selection.files.values()),  # the files the context used
+                "available": len(view.ready),
                 "chunks": selection.chunks,
-                "skipped": skipped,
+                "skipped": view.skipped,
                 "retrieval": how,
                 "tokens": selection.tokens,
                 "budget": budget,
             },
         )
+
+    def _linked_view(self, linked: list[FileRecord]) -> _View:
+        """The view of an agent's files, computed once per cached list (the cache hands out the
+        same list for a second)."""
+        memo = self._views.get(id(linked))
+        if memo is not None and memo[0] is linked:
+            return memo[1]
+        if len(self._views) > 1000:
+            self._views.clear()
+        view = _View(linked)
+        self._views[id(linked)] = (linked, view)
+        return view
 
     async def _inherited(self, draft: ContextDraft) -> list[int]:
         """The files the conversation's earlier turns used (each turn records the ones it
@@ -142,16 +151,17 @@ class KnowledgeSource:
         room = (settings.max_input_chars - used - len(HEADER) - 4) // 4
         return max(0, min(tokens, room))
 
-    async def _select(self, ready: list[FileRecord], question: str, budget: int) -> tuple[_Selection, str]:
+    async def _select(self, view: _View, question: str, budget: int) -> tuple[_Selection, str]:
         selection = _Selection()
+        ready = view.ready
         if not ready or budget <= 0:
             return selection, "none"
-        if sum(_cost(f) for f in ready) <= budget:
+        if view.cost <= budget:
             for f in ready:
                 await self._whole(selection, f)
             return selection, "whole"
-        hits, how = await self._retrieve(ready, question)
-        by_id = {f.id: f for f in ready}
+        hits, how = await self._retrieve(view, question)
+        by_id = view.by_id
         small = self.settings.files_whole_file_tokens
         for hit in hits:
             record = by_id[hit.file_id]
@@ -180,27 +190,58 @@ class KnowledgeSource:
     async def retrieve(self, ready: list[FileRecord], question: str) -> tuple[list[Hit], str]:
         """The chunks of these files most relevant to ``question``, best first, and how they were
         found (the agent's ``knowledge_search`` tool uses this too)."""
-        return await self._retrieve(ready, question)
+        return await self._retrieve(_View(ready), question)
 
-    async def _retrieve(self, ready: list[FileRecord], question: str) -> tuple[list[Hit], str]:
-        ids = [f.id for f in ready]
-        chunks_in_files = sum(f.chunks for f in ready)
-        text_hits = await self.files.fulltext.search(ids, question, CANDIDATES, chunks_in_files)
+    async def _retrieve(self, view: _View, question: str) -> tuple[list[Hit], str]:
+        ready = view.ready
+        if view.chunks <= self.settings.files_memory_index_chunks:  # small knowledge: in memory
+            knowledge = await self.files.memory.knowledge(view.key)
+            text_hits = knowledge.search(terms(question), CANDIDATES)
+            where = "memory"
+        else:
+            text_hits = await self.files.fulltext.search([f.id for f in ready], question, CANDIDATES, view.chunks)
+            where = "database"
         embedder = self.files.embedder
         embedded = [(f.id, f.generation) for f in ready if f.embedding_model is not None]
         if embedder is None or not embedded or not question.strip():
-            return text_hits, "full-text"
+            return text_hits, f"full-text ({where})"
         try:
             query = (await embedder.embed([question]))[0]
         except UpstreamError as exc:
             log.warning("no query embedding (%s): full-text retrieval only", exc)
-            return text_hits, "full-text (embeddings unavailable)"
+            return text_hits, f"full-text ({where}; embeddings unavailable)"
         near = await self.files.vectors.nearest(embedded, query, CANDIDATES)
         order = fuse([[h.chunk_id for h in text_hits], [chunk_id for chunk_id, _ in near]])
         known = {h.chunk_id: h for h in text_hits}
         extra = await self.files.chunks([i for i in order if i not in known])
         known.update(extra)
-        return [known[i] for i in order if i in known], "hybrid"
+        return [known[i] for i in order if i in known], f"hybrid ({where})"
+
+
+class _View:
+    """What the knowledge of one call is made of: its files, those ready, those skipped (with
+    why), and what selection needs of them."""
+
+    __slots__ = ("by_id", "chunks", "cost", "files", "key", "pending", "ready", "skipped")
+
+    def __init__(self, files: list[FileRecord]) -> None:
+        self.files = files
+        self.ready = [f for f in files if f.ready]
+        self.pending = any(f.status == WAITING or (f.status == COMPLETED and not f.processed) for f in files)
+        self.skipped = [
+            {
+                "id": f.id,
+                "filename": f.filename,
+                "status": f.status,
+                "reason": f.error if f.status != WAITING else "still being processed",
+            }
+            for f in files
+            if not f.ready
+        ]
+        self.by_id = {f.id: f for f in self.ready}
+        self.cost = sum(_cost(f) for f in self.ready)
+        self.chunks = sum(f.chunks for f in self.ready)
+        self.key = tuple((f.id, f.generation) for f in self.ready)
 
 
 def _cost(record: FileRecord) -> int:

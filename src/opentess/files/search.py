@@ -22,12 +22,12 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from opentess.files.reader import Reader
 from opentess.files.tables import FileChunk
 
 MAX_QUERY_TERMS = 12
@@ -35,6 +35,13 @@ MAX_QUERY_TERMS = 12
 # ranks each candidate row once per term (about 3 µs each)
 SQLITE_POSTINGS = 20_000
 POSTGRES_RANKINGS = 6_000
+SMALL_SEARCH = 2_000  # SQLite: a search among this many chunks (and postings) runs on the event loop
+RARE_COUNT = 200  # PostgreSQL: lexemes its statistics do not list are counted up to this
+# PostgreSQL prices a tsvector match at one operator, so on tables of some thousands of chunks
+# it prefers reading every row to the GIN index; each match actually costs microseconds (the
+# vector is read and decompressed), so searches forbid the sequential scan for their
+# transaction (measured at 10k chunks: 30 ms instead of under 1 ms)
+INDEX_ONLY = "SET LOCAL enable_seqscan = off"
 STATS_TTL_S = 300.0
 EMPTY_STATS_TTL_S = 5.0  # no statistics yet (a new table): look again soon
 COMMON_SHARE = 0.5  # a term in more chunks than this share of them is left out…
@@ -56,6 +63,8 @@ class Hit:
 
 def fold(value: str) -> str:
     """Lower case without diacritics: what both indexes compare ("Café" and "cafe" match)."""
+    if value.isascii():
+        return value.lower()
     decomposed = unicodedata.normalize("NFKD", value.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
@@ -84,11 +93,12 @@ class _TTL:
 
 
 class FullText:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reader: Reader | None = None) -> None:
         self.engine = engine
+        self.reader = reader if reader is not None else Reader(engine)
         self.postgres = engine.dialect.name == "postgresql"
         self._df = _TTL(STATS_TTL_S)
-        self._pg_stats: tuple[float, dict[str, float], float, float] | None = None  # (at, freqs, floor, rows)
+        self._pg_stats: tuple[float, dict[str, float], float, float] | None = None  # (until, freqs, floor, rows)
         self._sqlite_total: tuple[float, int] | None = None  # (until, chunks)
 
     # document frequencies -------------------------------------------------------------------------
@@ -97,13 +107,13 @@ class FullText:
         found = {w: v for w in words if (v := self._df.get(w)) is not None}
         missing = [w for w in words if w not in found]
         if missing:
-            stmt = text("SELECT term, doc FROM file_chunks_fts_vocab WHERE term IN :terms").bindparams(
-                bindparam("terms", expanding=True)
+            marks = ", ".join("?" * len(missing))
+            rows = await self.reader.fetch(
+                f"SELECT term, doc FROM file_chunks_fts_vocab WHERE term IN ({marks})", missing
             )
-            async with self.engine.connect() as conn:
-                rows = {str(r[0]): int(r[1]) for r in (await conn.execute(stmt, {"terms": missing})).all()}
+            counts = {str(term): int(doc) for term, doc in rows}
             for word in missing:
-                found[word] = int(rows.get(word, 0))
+                found[word] = counts.get(word, 0)
                 self._df.put(word, found[word])
         return found
 
@@ -113,8 +123,7 @@ class FullText:
         cached = self._sqlite_total
         if cached is not None and cached[0] > time.monotonic() and cached[1] >= at_least:
             return cached[1]
-        async with self.engine.connect() as conn:
-            total = int((await conn.execute(select(func.count()).select_from(FileChunk))).scalar_one())
+        total = int((await self.reader.fetch("SELECT count(*) FROM file_chunks", []))[0][0])
         self._sqlite_total = (time.monotonic() + STATS_TTL_S, total)
         return total
 
@@ -125,32 +134,46 @@ class FullText:
         cached = self._pg_stats
         if cached is not None and cached[0] > time.monotonic():
             return cached[1], cached[2], cached[3]
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs "
-                        "FROM pg_stats WHERE tablename = 'file_chunks' AND attname = 'search_vector'"
-                    )
-                )
-            ).first()
-            rows = (await conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'file_chunks'"))).scalar()
+        rows = await self.reader.fetch(
+            "SELECT (SELECT reltuples FROM pg_class WHERE relname = 'file_chunks'), "
+            "s.most_common_elems::text::text[], s.most_common_elem_freqs FROM (SELECT 1) AS one "
+            "LEFT JOIN pg_stats AS s ON s.tablename = 'file_chunks' AND s.attname = 'search_vector'",
+            [],
+        )
+        count, elems, values = rows[0] if rows else (0, None, None)
         freqs: dict[str, float] = {}
         floor = 0.0
-        if row is not None and row.elems:
-            values = list(row.freqs)
-            freqs = dict(zip(row.elems, values[: len(row.elems)], strict=False))
-            floor = float(values[len(row.elems)]) if len(values) > len(row.elems) else 0.0  # the least listed share
-        count = max(float(rows or 0), 0.0)
-        self._pg_stats = (time.monotonic() + (STATS_TTL_S if freqs else EMPTY_STATS_TTL_S), freqs, floor, count)
-        return freqs, floor, count
+        if elems and values:
+            freqs = dict(zip(elems, values[: len(elems)], strict=False))
+            floor = float(values[len(elems)]) if len(values) > len(elems) else 0.0  # the least listed share
+        total = max(float(count or 0), 0.0)
+        self._pg_stats = (time.monotonic() + (STATS_TTL_S if freqs else EMPTY_STATS_TTL_S), freqs, floor, total)
+        return freqs, floor, total
 
     async def _postgres_df(self, words: list[str]) -> tuple[dict[str, float], float]:
+        """Document frequencies: the column's statistics for the common lexemes; the others,
+        rarer than every listed one, are counted up to ``RARE_COUNT`` (bounded work: a few
+        index probes) and cached — a count that reaches it is estimated at least that."""
         freqs, floor, rows = await self._postgres_stats()
-        # a lexeme not listed is rarer than every listed one: PostgreSQL's own planner
-        # estimates it at half the least listed share
-        unlisted = floor / 2 * rows if freqs else 1.0
-        return {w: freqs[w] * rows if w in freqs else unlisted for w in words}, rows
+        found: dict[str, float] = {w: freqs[w] * rows for w in words if w in freqs}
+        unlisted = [w for w in words if w not in found]
+        cached = {w: float(v) for w in unlisted if (v := self._df.get(w)) is not None}
+        missing = [w for w in unlisted if w not in cached]
+        if missing:
+            counts = [
+                f"(SELECT count(*) FROM (SELECT 1 FROM file_chunks WHERE search_vector @@ "
+                f"to_tsquery('simple', {_tsquery([w])}) LIMIT {RARE_COUNT}) AS s{i})"
+                for i, w in enumerate(missing)
+            ]
+            row = (await self.reader.fetch("SELECT " + ", ".join(counts), [], setup=INDEX_ONLY))[0]
+            for word, count in zip(missing, row, strict=True):
+                self._df.put(word, int(count))
+                cached[word] = float(count)
+        for word, count in cached.items():
+            # a lexeme not listed is rarer than every listed one (PostgreSQL's planner
+            # estimates it at half the least listed share)
+            found[word] = max(count, floor / 2 * rows) if count >= RARE_COUNT else count
+        return found, rows
 
     # selection ---------------------------------------------------------------------------------------
 
@@ -163,7 +186,7 @@ class FullText:
         postings = 0.0
         common = total * COMMON_SHARE if total >= COMMON_MIN_CHUNKS else math.inf
         for word, df in sorted(frequencies.items(), key=lambda item: item[1]):
-            if (df <= 0 and not per_term) or df > common:
+            if df <= 0 or df > common:
                 continue  # in no chunk at all, or in most of them
             cost = (postings + df) * (len(chosen) + 1) if per_term else postings + df
             if chosen and (cost > budget or len(chosen) >= MAX_QUERY_TERMS):
@@ -173,17 +196,28 @@ class FullText:
         return chosen
 
     async def refresh_statistics(self) -> None:
-        """PostgreSQL: analyze the chunks once if the column has no statistics yet (a new
-        table), so that term choice has document frequencies; autovacuum keeps them fresh."""
+        """PostgreSQL: analyze the chunks when their statistics are missing (a new table) or a
+        tenth of the rows changed since the last analysis, so that term choice sees current
+        document frequencies without waiting for autovacuum (called after a file is stored:
+        its cost is spread over the rows that made it necessary)."""
         if not self.postgres:
             return
         async with self.engine.connect() as conn:
-            known = (
+            row = (
                 await conn.execute(
-                    text("SELECT 1 FROM pg_stats WHERE tablename = 'file_chunks' AND attname = 'search_vector'")
+                    text(
+                        "SELECT c.reltuples, s.n_mod_since_analyze, "
+                        "EXISTS (SELECT 1 FROM pg_stats WHERE tablename = 'file_chunks' "
+                        "AND attname = 'search_vector') AS known "
+                        "FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
+                        "WHERE c.relname = 'file_chunks'"
+                    )
                 )
             ).first()
-        if known is None:
+        if row is None:
+            return
+        rows, changed, known = max(float(row[0] or 0), 0.0), float(row[1] or 0), bool(row[2])
+        if not known or changed > max(rows, 1.0) * 0.1:
             async with self.engine.begin() as conn:
                 await conn.execute(text("ANALYZE file_chunks"))
             self._pg_stats = None
@@ -196,48 +230,71 @@ class FullText:
             return []
         if self.postgres:
             return await self._postgres(list(file_ids), words, limit, chunks_in_files)
-        return await self._sqlite(list(file_ids), words, limit)
+        return await self._sqlite(list(file_ids), words, limit, chunks_in_files)
 
-    async def _sqlite(self, file_ids: list[int], words: list[str], limit: int) -> list[Hit]:
+    async def _sqlite(self, file_ids: list[int], words: list[str], limit: int, chunks_in_files: int) -> list[Hit]:
         frequencies = await self._sqlite_df(words)
         total = await self._sqlite_chunks(max(frequencies.values(), default=0))
         chosen = self.choose(dict(frequencies), SQLITE_POSTINGS, per_term=False, total=total)
         if not chosen:
             return []
         match = " OR ".join(f'"{w}"' for w in chosen)
-        stmt = text(
+        rows = await self.reader.fetch(
             "SELECT c.id, c.file_id, c.ordinal, c.location, c.text, c.tokens, bm25(file_chunks_fts) AS score "
             "FROM file_chunks_fts JOIN file_chunks AS c ON c.id = file_chunks_fts.rowid "
-            "WHERE file_chunks_fts MATCH :match AND c.file_id IN :files ORDER BY score LIMIT :limit"
-        ).bindparams(bindparam("files", expanding=True))
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt, {"match": match, "files": file_ids, "limit": limit})).all()
+            f"WHERE file_chunks_fts MATCH ? AND c.file_id IN ({', '.join('?' * len(file_ids))}) "
+            "ORDER BY score LIMIT ?",
+            [match, *file_ids, limit],
+            small=chunks_in_files <= SMALL_SEARCH and sum(frequencies[w] for w in chosen) <= SMALL_SEARCH,
+        )
         # FTS5's bm25() is lower for better matches
         return [Hit(r[0], r[1], r[2], r[3], r[4], r[5], -float(r[6])) for r in rows]
 
     async def _postgres(self, file_ids: list[int], words: list[str], limit: int, chunks_in_files: int) -> list[Hit]:
         frequencies, rows = await self._postgres_df(words)
-        # candidates are at most the files' own chunks (the planner starts from the smaller side)
-        capped = {w: min(df, float(chunks_in_files)) for w, df in frequencies.items()}
-        chosen = self.choose(capped, POSTGRES_RANKINGS, per_term=True, total=rows)
+        # Few chunks in the files: start from them (their index), every term is affordable.
+        # Otherwise start from the text index — the planner, which prices a match at almost
+        # nothing, would rather filter all the files' chunks — with the terms the budget allows.
+        few = chunks_in_files * min(len(words), MAX_QUERY_TERMS) <= POSTGRES_RANKINGS
+        candidates = {w: min(df, float(chunks_in_files)) for w, df in frequencies.items()} if few else frequencies
+        chosen = self.choose(candidates, POSTGRES_RANKINGS, per_term=True, total=rows)
         if not chosen:
             return []
         n = max(rows, float(chunks_in_files), 1.0)
-        params: dict[str, Any] = {"files": file_ids, "limit": limit, "query": " | ".join(f"'{w}'" for w in chosen)}
+        # The query's terms are written into the statement, not bound: a prepared statement
+        # reused with a bound tsquery gets a generic plan, which cannot know the terms are rare
+        # and scans every chunk. The terms are letters and digits only (``terms``), quoted as
+        # SQL literals all the same.
         ranks = []
-        for i, word in enumerate(chosen):
+        for word in chosen:
             df = frequencies[word]
-            params[f"w{i}"] = math.log(1 + (n - df + 0.5) / (df + 0.5))  # BM25's IDF
-            params[f"t{i}"] = f"'{word}'"
-            ranks.append(f":w{i} * ts_rank(search_vector, to_tsquery('simple', :t{i}), 1)")
-        stmt = text(
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))  # BM25's IDF
+            ranks.append(f"{idf:.6f} * ts_rank(search_vector, to_tsquery('simple', {_tsquery([word])}), 1)")
+        match = f"search_vector @@ to_tsquery('simple', {_tsquery(chosen)})"
+        if few:
+            source = f"file_chunks WHERE {match} AND file_id = ANY($1::bigint[])"
+        else:  # a materialized CTE is planned alone: on the text index
+            source = (
+                f"(WITH hits AS MATERIALIZED (SELECT * FROM file_chunks WHERE {match}) "
+                "SELECT * FROM hits WHERE file_id = ANY($1::bigint[])) AS hits"
+            )
+        found = await self.reader.fetch(
             "SELECT id, file_id, ordinal, location, text, tokens, " + " + ".join(ranks) + " AS score "
-            "FROM file_chunks WHERE search_vector @@ to_tsquery('simple', :query) AND file_id = ANY(:files) "
-            "ORDER BY score DESC LIMIT :limit"
+            f"FROM {source} ORDER BY score DESC LIMIT $2",
+            [file_ids, limit],
+            setup=INDEX_ONLY,
         )
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(stmt, params)).all()
         return [Hit(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6])) for r in found]
+
+
+def _tsquery(words: list[str]) -> str:
+    """The SQL literal of a tsquery matching any of ``words`` (letters and digits only)."""
+    return _literal(" | ".join(f"'{w}'" for w in words))
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal (``'`` doubled)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 class VectorIndex:

@@ -21,7 +21,9 @@ from opentess.clock import utcnow
 from opentess.errors import FileNotFound, InvalidInput, PayloadTooLarge
 from opentess.files.embeddings import Embedder, embedder_for
 from opentess.files.extraction import ExtractionPool
+from opentess.files.memory import MemoryIndex
 from opentess.files.processing import Processor
+from opentess.files.reader import Reader
 from opentess.files.search import FullText, Hit, VectorIndex
 from opentess.files.storage import LocalStorage, Storage, check_key, make_storage, new_key
 from opentess.files.store import PROCESS_JOB, WAITING, FileRecord, FileStore, Quotas, UploadRecord, clean_filename
@@ -84,11 +86,13 @@ class FilesService:
             settings.files_extract_workers, settings.files_extract_memory_mb, settings.files_extract_timeout_s
         )
         self.embedder: Embedder | None = embedder_for(settings)
-        self.fulltext = FullText(engine)
+        self.reader = Reader(engine, settings.db_busy_timeout_s)
+        self.fulltext = FullText(engine, self.reader)
         self.processor = Processor(self.store, self.storage, self.pool, settings, self.embedder, self.fulltext)
-        cache = settings.files_cache_mb * MIB
-        self.vectors = VectorIndex(engine, cache * 3 // 4)
-        self._texts = _TextCache(cache // 4)
+        cache = settings.files_cache_mb * MIB  # half for vectors, 3/8 for small knowledge's index, 1/8 for texts
+        self.vectors = VectorIndex(engine, cache // 2)
+        self.memory = MemoryIndex(engine, cache * 3 // 8)
+        self._texts = _TextCache(cache // 8)
         self._linked: TTLCache[int, list[FileRecord]] = TTLCache(1.0)
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -114,6 +118,7 @@ class FilesService:
                 await self._sweeper
             self._sweeper = None
         await self.pool.aclose()
+        await self.reader.aclose()
         if self.embedder is not None:
             await self.embedder.aclose()
         await self.storage.aclose()
