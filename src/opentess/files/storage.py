@@ -143,12 +143,14 @@ class _LocalWriter(ObjectWriter):
 
     async def commit(self) -> None:
         await self._flush()
+        if self._fh is None:  # an empty object: nothing was written yet
+            await asyncio.to_thread(self._write_sync, b"")
         await asyncio.to_thread(self._commit_sync)
 
     def _commit_sync(self) -> None:
+        # no fsync: the rename makes the object whole or absent across a process crash, the
+        # guarantee the embedded database gives too (SQLite's WAL with synchronous=NORMAL)
         assert self._fh is not None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
         self._fh.close()
         self.final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.temp, self.final)

@@ -210,26 +210,31 @@ class FileStore:
         only if the command did not). The workspace's limits are checked in the same
         transaction (serialised per workspace)."""
         now = utcnow()
+        content_type, status, generation = content_type[:200], WAITING if process else COMPLETED, 1 if process else 0
         values = {
             "workspace_id": workspace_id, "user_id": user_id, "filename": filename, "bytes": size,
-            "content_type": content_type[:200], "storage_key": storage_key,
-            "status": WAITING if process else COMPLETED, "chunks": 0, "credits": 0.0,
-            "generation": 1 if process else 0, "created_at": now, "updated_at": now,
+            "content_type": content_type, "storage_key": storage_key, "status": status, "chunks": 0, "credits": 0.0,
+            "generation": generation, "created_at": now, "updated_at": now,
         }  # fmt: skip
         async with self.engine.begin() as conn:
             # the insert comes first: on SQLite it takes the write lock, so the count below is
             # exact; on PostgreSQL the workspace row's lock serialises concurrent uploads
             file_id = (await conn.execute(insert(File).values(**values).returning(File.id))).scalar_one()
-            await conn.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
+            if self.postgres:
+                await conn.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
             self._check(*await _usage(conn, workspace_id))
             if upload_id is not None:
                 await conn.execute(delete(FileUpload).where(FileUpload.id == upload_id))
             if process:
                 await _enqueue(conn, file_id, storage_key, 1, job_delay_s)
-            row = (await conn.execute(self._select().where(File.id == file_id))).one()
         if process:
             self.wake()
-        return _file(row)
+        return FileRecord(
+            id=file_id, workspace_id=workspace_id, user_id=user_id, filename=filename, bytes=size,
+            content_type=content_type, storage_key=storage_key, status=status, error=None,
+            kind=None, pages=None, chars=None, tokens=None, chunks=0, credits=0.0, generation=generation,
+            embedding_model=None, processed_at=None, created_at=now, updated_at=now,
+        )  # fmt: skip
 
     async def request_processing(self, file_ids: Sequence[int], *, again: bool = False) -> list[int]:
         """Enqueue processing of the files stored without it (first use); with ``again``, of
@@ -279,17 +284,19 @@ class FileStore:
     async def complete(self, file_id: int, generation: int, chunks: Sequence[ChunkRow], values: dict[str, Any]) -> bool:
         """Store the chunks and mark the file completed, in one transaction, only if the file
         still waits for this generation. False when it does not (nothing is changed)."""
+        now = utcnow()
         async with self.engine.begin() as conn:
-            current = (
-                await conn.execute(
-                    select(File.id)
-                    .where(File.id == file_id, File.generation == generation, File.status == WAITING)
-                    .with_for_update()
-                )
-            ).first()
-            if current is None:
+            # the fence first: it also locks the file's row (PostgreSQL) or the database
+            # (SQLite), so a second attempt of the same generation finds it completed
+            fenced = await conn.execute(
+                update(File)
+                .where(File.id == file_id, File.generation == generation, File.status == WAITING)
+                .values({"status": COMPLETED, "error": None, "chunks": len(chunks), "processed_at": now,
+                         "updated_at": now, **values})
+            )  # fmt: skip
+            if fenced.rowcount != 1:
                 return False
-            await conn.execute(delete(FileChunk).where(FileChunk.file_id == file_id))
+            await conn.execute(delete(FileChunk).where(FileChunk.file_id == file_id))  # an interrupted attempt's
             rows = [
                 {"file_id": file_id, "ordinal": n, "location": c.location[:200], "text": c.text, "tokens": c.tokens,
                  "embedding": c.embedding, "folded": c.search_text}
@@ -306,21 +313,6 @@ class FileStore:
             )  # fmt: skip
             for start in range(0, len(rows), 500):
                 await conn.execute(stmt, rows[start : start + 500])
-            now = utcnow()
-            await conn.execute(
-                update(File)
-                .where(File.id == file_id)
-                .values(
-                    {
-                        "status": COMPLETED,
-                        "error": None,
-                        "chunks": len(rows),
-                        "processed_at": now,
-                        "updated_at": now,
-                        **values,
-                    }
-                )
-            )
         return True
 
     # agents' files --------------------------------------------------------------------------------------
