@@ -611,3 +611,30 @@ def test_the_embedded_model_answers_grounded(client: httpx.Client, tworld: World
     assert "## Sources" in system and ARTICLE_FACT in system
     assert stored["sources"][0]["url"] == fake_web.page("/article")
     assert stored["status"] == "succeeded" and stored["prompt_tokens"] < 2048 - 48
+
+
+def test_the_openai_stream_keeps_alive_while_a_tool_runs(tworld: World, upstream: FakeUpstream, fake_web: Web) -> None:
+    """After the model's first words, a slow page read (it ends at the fetch timeout) keeps the
+    stream quiet for a while: keep-alive comments flow meanwhile, then the answer goes on."""
+
+    def respond(body: dict[str, Any]) -> str | dict[str, Any]:
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            return {"content": "Reading.", "tool_calls": [("read_url", {"url": fake_web.page("/slow")})]}
+        return "Done."
+
+    upstream.responder = respond
+    chatty = LiveServer(with_settings(tworld, sse_keepalive_s=0.05).settings).start()
+    try:
+        headers = {"Authorization": f"Bearer {tworld.token}"}
+        with httpx.Client(base_url=chatty.url, headers=headers, timeout=60) as http:
+            agent = _agent(http, ["agent", "no-tools"], models=[TOOL_MODEL], default="agent")
+            body = {"messages": [{"role": "user", "content": QUESTION}], "stream": True}
+            with http.stream("POST", f"/agents/{agent}/openai/chat/completions", json=body) as resp:
+                lines = [line for line in resp.iter_lines() if line]
+    finally:
+        chatty.stop()
+    contents = [i for i, line in enumerate(lines) if '"content":"' in line and '"content":""' not in line]
+    first, last = contents[0], contents[-1]
+    assert '"Reading."' in lines[first] and '"Done."' in lines[last]
+    assert ": keep-alive" in lines[first + 1 : last]
+    assert lines[-1] == "data: [DONE]"
