@@ -127,7 +127,7 @@ def test_two_processes_on_postgresql_and_s3_process_each_file_once(
                 .group_by(FileChunk.file_id),
             )
             assert len(chunk_counts) == 12 and all(total == distinct == 1 for _, total, distinct in chunk_counts)
-            keys = s3.keys()
+            keys = s3.object_keys()
             stored = _rows(settings, select(File.storage_key).where(File.id.in_(ids)))
             assert {key for (key,) in stored} <= set(keys)
             assert not (tmp_path / "data0" / "files" / "objects").exists()  # nothing on local disk
@@ -150,7 +150,7 @@ def test_two_processes_on_postgresql_and_s3_process_each_file_once(
             deleted = httpx.delete(f"{bases[1]}/files/{ids[0]}", headers=headers).json()
             assert deleted["id"] == ids[0] and deleted["filename"] == "doc-0.pdf"
             gone = _rows(settings, select(File.storage_key).where(File.id == ids[0]))
-            assert gone == [] and len(s3.keys()) == len(keys) - 1
+            assert gone == [] and len(s3.object_keys()) == len(keys) - 1
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)

@@ -8,12 +8,19 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from opentess.db.engine import make_engine
+from opentess.files.service import FilesService
 from opentess.files.storage import LocalStorage, S3Storage, Storage, new_key
+from opentess.files.tables import FileUpload
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.files_env import files_env, wait_processed
 from tests.support.files_s3 import S3Server, s3_server
 
 PIECE = 256 * 1024
@@ -123,3 +130,42 @@ def test_a_presigned_put_is_authorised_by_its_url(storage: Storage) -> None:
         return await _read(storage, key)
 
     assert asyncio.run(read()) == b"signed bytes"
+
+
+def test_a_server_on_s3_signs_uploads_with_the_bucket_itself(
+    s3: S3Server, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """With S3 storage, /v2/files/sign answers a presigned PUT of the bucket: the bytes go
+    straight there (no token), register makes the object a file, and it is processed from
+    there; an upload never registered is removed by the sweep once it has expired."""
+    with files_env(tmp_path / "data", upstream.url, None, **s3.settings()) as env, env.client() as http:
+        content = b"Stored straight in the bucket. The locker code is 4412.\n"
+        signed = http.post("/v2/files/sign", json={"filename": "direct.txt", "content_type": "text/plain",
+                                                   "size": len(content)}).json()  # fmt: skip
+        assert signed["upload_url"].startswith(s3.endpoint + "/" + s3.bucket + "/uploads/")
+        assert httpx.put(signed["upload_url"], content=content, headers=signed["required_headers"]).status_code == 200
+        registered = http.post("/v2/files/register", json={"object_path": signed["object_path"], "process": "true"})
+        assert registered.status_code == 200, registered.text
+        done = wait_processed(http, registered.json()["id"])
+        assert done["status"] == "completed" and done["bytes"] == len(content) and done["filename"] == "direct.txt"
+        assert signed["object_path"] in s3.object_keys()
+
+        abandoned = http.post("/v2/files/sign", json={"filename": "never.txt", "size": 5}).json()
+        httpx.put(abandoned["upload_url"], content=b"12345", headers=abandoned["required_headers"])
+        assert abandoned["object_path"] in s3.object_keys()
+
+        async def sweep() -> int:
+            engine = make_engine(env.world.settings)
+            files = FilesService(env.world.settings, engine)
+            try:
+                async with engine.begin() as conn:  # as if its hour had passed
+                    await conn.execute(update(FileUpload).values(expires_at=datetime(2000, 1, 1)))
+                return await files.sweep()
+            finally:
+                await files.aclose()
+                await engine.dispose()
+
+        assert asyncio.run(sweep()) == 1
+        assert abandoned["object_path"] not in s3.object_keys() and signed["object_path"] in s3.object_keys()
+        late = http.post("/v2/files/register", json={"object_path": abandoned["object_path"]})
+        assert late.status_code == 422

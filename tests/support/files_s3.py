@@ -37,7 +37,7 @@ class S3Server:
             "OPENTESS_S3_REGION": REGION,
         }
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         import boto3
 
         client = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION, **_boto_credentials())
