@@ -191,13 +191,13 @@ def retrieval(args: argparse.Namespace) -> str:
     if args.database_url:
         backends.append(("PostgreSQL", args.database_url))
     lines = [f"#### Retrieval: the knowledge step, {calls} calls, a different question each",
-             "", "| database | chunks | p50 (ms) | p95 (ms) | excerpts a call |", "|---|---|---|---|---|"]  # fmt: skip
+             "", "| database | chunks | searched in | p50 (ms) | p95 (ms) | excerpts a call |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for name, url in backends:
-        for result in files_retrieval.run(url, sizes, calls):
-            lines.append(
-                f"| {name} | {result.chunks:,} | {result.p50_ms:.2f} | {result.p95_ms:.2f} | {result.retrieved:.1f} |"
-            )
-    lines += ["", "Target: p95 ≤ 20 ms at 100k chunks."]
+        for r in files_retrieval.run(url, sizes, calls):
+            lines.append(f"| {name} | {r.chunks:,} | {r.index} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.retrieved:.1f} |")
+    lines += ["", "Target: p95 ≤ 20 ms at 100k chunks. Knowledge of at most `files_memory_index_chunks` (2,000) "
+              "chunks is searched in memory; the database's search is shown for it too."]  # fmt: skip
     return "\n".join(lines)
 
 

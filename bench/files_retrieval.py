@@ -43,6 +43,7 @@ COMMON = ["what", "is", "the", "of", "for", "and", "how", "does", "in", "to"]
 @dataclass
 class Latencies:
     chunks: int
+    index: str  # memory (small knowledge) or database
     p50_ms: float
     p95_ms: float
     retrieved: float  # excerpts per call, on average
@@ -130,12 +131,17 @@ async def measure(database_url: str | None, sizes: list[int], calls: int) -> lis
                 questions += await _add_files(files, workspace.id, agent.id, corpus, size - have)
                 have = size
                 files._linked.clear()
-                await _measure(source, draft_for, questions, min(20, calls))  # warm the caches
-                times, excerpts = await _measure(source, draft_for, questions[::-1], calls)
-                times.sort()
-                results.append(
-                    Latencies(size, statistics.median(times), times[int(len(times) * 0.95) - 1], excerpts / calls)
-                )
+                threshold = settings.files_memory_index_chunks
+                # small knowledge is searched in memory; measure the database's search too
+                for memory in (True, False) if size <= threshold else (False,):
+                    settings.files_memory_index_chunks = threshold if memory else 0
+                    await _measure(source, draft_for, questions, min(20, calls))  # warm the caches
+                    times, excerpts = await _measure(source, draft_for, questions[::-1], calls)
+                    times.sort()
+                    p95 = times[int(len(times) * 0.95) - 1]
+                    index = "memory" if memory else "database"
+                    results.append(Latencies(size, index, statistics.median(times), p95, excerpts / calls))
+                settings.files_memory_index_chunks = threshold
             return results
         finally:
             await files.aclose()

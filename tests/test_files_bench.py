@@ -17,6 +17,6 @@ def test_the_files_benchmark_runs() -> None:
         "#### Upload memory: one 20 MB file",
     ):
         assert heading in report
-    assert "| SQLite | 1,000 |" in report
+    assert "| SQLite | 1,000 | memory |" in report and "| SQLite | 1,000 | database |" in report
     assert "| local data directory |" in report
     assert "Files that did not complete: 0." in report
