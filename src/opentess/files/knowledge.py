@@ -7,8 +7,8 @@ message.
   processed then, is left out and recorded as skipped.
 - When every file fits the budget, each goes in whole. Otherwise the chunks most relevant to
   the latest user message are retrieved (opentess.files.search; small knowledge in memory,
-  opentess.files.memory) and go in by rank until the budget is full; a retrieved chunk of a small file (``files_whole_file_tokens``) brings its
-  whole file instead.
+  opentess.files.memory) and go in by rank until the budget is full; a retrieved chunk of a
+  small file (``files_whole_file_tokens``) brings its whole file instead.
 - The budget is ``files_context_tokens`` (or the model's entry in
   ``files_model_context_tokens``), at most half the context of a model that declares one, and
   never more than ``max_input_chars`` leaves after the instructions, the history and the new
