@@ -6,15 +6,11 @@ time limit is killed and replaced, and so is one that stopped answering."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
-
+from opentess.childproc import Child
 from opentess.files.extract import ExtractionError
 
 
@@ -27,51 +23,20 @@ class Extraction:
     chunks: list[tuple[str, str]]  # (location, text)
 
 
-class _Worker:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        payload = orjson.dumps(request)
-        self.process.stdin.write(struct.pack(">I", len(payload)) + payload)
-        await self.process.stdin.drain()
-        (length,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
-        answer: dict[str, Any] = orjson.loads(await self.process.stdout.readexactly(length))
-        return answer
-
-    @property
-    def alive(self) -> bool:
-        return self.process.returncode is None
-
-    async def stop(self, kill: bool = False) -> None:
-        if self.alive:
-            if kill:
-                self.process.kill()
-            elif self.process.stdin is not None:
-                self.process.stdin.close()
-        with contextlib.suppress(ProcessLookupError):
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout=5)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
 class ExtractionPool:
     def __init__(self, workers: int, memory_mb: int, timeout_s: float) -> None:
         self.memory_mb = memory_mb
         self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(workers)
-        self._idle: list[_Worker] = []
-        self._all: set[_Worker] = set()
+        self._idle: list[Child] = []
+        self._all: set[Child] = set()
 
-    async def _spawn(self) -> _Worker:
+    async def _spawn(self) -> Child:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "opentess.files.worker", str(self.memory_mb),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
         )  # fmt: skip
-        worker = _Worker(process)
+        worker = Child(process)
         self._all.add(worker)
         return worker
 
@@ -114,7 +79,7 @@ class ExtractionPool:
             chunks=[(str(loc), str(text)) for loc, text in answer["chunks"]],
         )
 
-    async def _discard(self, worker: _Worker) -> None:
+    async def _discard(self, worker: Child) -> None:
         self._all.discard(worker)
         await worker.stop(kill=True)
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import resource
-import struct
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import orjson
-
+from opentess.childproc import read_frame, write_frame
 from opentess.files.chunking import chunk
 from opentess.files.extract import ExtractionError, Limits, extract
 
@@ -40,21 +38,6 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read(stream: BinaryIO) -> dict[str, Any] | None:
-    head = stream.read(4)
-    if len(head) < 4:
-        return None
-    (length,) = struct.unpack(">I", head)
-    request: dict[str, Any] = orjson.loads(stream.read(length))
-    return request
-
-
-def _write(stream: BinaryIO, answer: dict[str, Any]) -> None:
-    payload = orjson.dumps(answer)
-    stream.write(struct.pack(">I", len(payload)) + payload)
-    stream.flush()
-
-
 def main() -> None:
     memory_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 2048
     limit = memory_mb * 1024 * 1024
@@ -62,15 +45,15 @@ def main() -> None:
     logging.disable(logging.CRITICAL)  # the parsers log about every odd file; the answer says what matters
     warnings.simplefilter("ignore")
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while (request := _read(stdin)) is not None:
+    while (request := read_frame(stdin)) is not None:
         try:
             answer = handle(request)
         except MemoryError:
-            _write(stdout, {"ok": False, "error": f"Reading the file needs more than {memory_mb} MiB of memory."})
+            write_frame(stdout, {"ok": False, "error": f"Reading the file needs more than {memory_mb} MiB of memory."})
             return  # a process that ran out of memory is not trusted with the next file
         except RecursionError:
             answer = {"ok": False, "error": "The file is nested too deeply to read."}
-        _write(stdout, answer)
+        write_frame(stdout, answer)
 
 
 if __name__ == "__main__":

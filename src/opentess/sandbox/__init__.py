@@ -10,11 +10,9 @@ are refused at once for a while afterwards, so that a hostile agent cannot keep 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
-import struct
 import sys
 import time
 from collections import OrderedDict
@@ -23,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from opentess.childproc import Child
 from opentess.errors import OpentessError, TemplateProblem
 
 log = logging.getLogger("opentess.sandbox")
@@ -44,37 +43,6 @@ class SandboxLimits:
     max_output_chars: int = 100_000
     workers: int = 2
     cache_bytes: int = 8 * 1024 * 1024
-
-
-class _Child:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        payload = orjson.dumps(request)
-        self.process.stdin.write(struct.pack(">I", len(payload)) + payload)
-        await self.process.stdin.drain()
-        (length,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
-        answer: dict[str, Any] = orjson.loads(await self.process.stdout.readexactly(length))
-        return answer
-
-    @property
-    def alive(self) -> bool:
-        return self.process.returncode is None
-
-    async def stop(self, kill: bool = False) -> None:
-        if self.alive:
-            if kill:
-                self.process.kill()
-            elif self.process.stdin is not None:
-                self.process.stdin.close()
-        with contextlib.suppress(ProcessLookupError):
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout=5)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
 
 
 class _ByteLRU:
@@ -113,7 +81,7 @@ class TemplateSandbox:
 
     def __init__(self, limits: SandboxLimits | None = None) -> None:
         self.limits = limits or SandboxLimits()
-        self._idle: list[_Child] = []
+        self._idle: list[Child] = []
         self._slots = asyncio.Semaphore(self.limits.workers)
         self._cache = _ByteLRU(self.limits.cache_bytes)
         self._poisoned: dict[str, float] = {}
@@ -177,7 +145,7 @@ class TemplateSandbox:
                 self._idle.append(child)
             return answer
 
-    async def _spawn(self) -> _Child:
+    async def _spawn(self) -> Child:
         env = {
             **os.environ,
             "OPENTESS_SANDBOX_MEMORY_MB": str(self.limits.memory_mb),
@@ -191,7 +159,7 @@ class TemplateSandbox:
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
-        return _Child(process)
+        return Child(process)
 
     async def __aenter__(self) -> TemplateSandbox:
         return self

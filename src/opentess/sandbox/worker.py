@@ -17,14 +17,14 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import struct
 import sys
 from functools import lru_cache
-from typing import Any, BinaryIO
+from typing import Any
 
-import orjson
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
+
+from opentess.childproc import read_frame, write_frame
 
 # operators whose result can be much larger than their operands: computed at run time under the
 # limits, never folded into a constant by the compiler (Jinja folds constant expressions)
@@ -138,16 +138,6 @@ def handle(request: dict[str, Any], time_limit_s: float) -> dict[str, Any]:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _read(stream: BinaryIO, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = stream.read(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
 def main() -> None:
     memory_mb = int(os.environ.get("OPENTESS_SANDBOX_MEMORY_MB", "256"))
     time_limit_s = float(os.environ.get("OPENTESS_SANDBOX_TIME_S", "1.0"))
@@ -162,20 +152,13 @@ def main() -> None:
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops it by closing stdin
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        try:
-            (length,) = struct.unpack(">I", _read(stdin, 4))
-            request = orjson.loads(_read(stdin, length))
-        except EOFError:
-            return
+    while (request := read_frame(stdin)) is not None:
         answer = handle(request, time_limit_s)
         # a render that grew the heap a lot: answer, then exit so the server starts a fresh one
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         if rss_mb > recycle_mb or answer.get("kind") == "memory":
             answer["recycle"] = True
-        payload = orjson.dumps(answer)
-        stdout.write(struct.pack(">I", len(payload)) + payload)
-        stdout.flush()
+        write_frame(stdout, answer)
         if answer.get("recycle"):
             return
 
