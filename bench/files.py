@@ -43,15 +43,12 @@ def server(upstream: str, database_url: str | None, env: dict[str, str] | None =
     """opentess on a fresh data directory (or database), with a user, a token and two agents."""
     port = targets.free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "opentess.toml"
-        config.write_text(f'[models.bench]\nprovider = "openai"\nbase_url = "{upstream}/v1"\n')
-        agent_file = Path(tmp) / "agent.yaml"
-        agent_file.write_text(AGENT_YAML)
         full_env = {
-            "OPENTESS_DATA_DIR": str(Path(tmp) / "data"), "OPENTESS_CONFIG": str(config),
-            "OPENTESS_LOG_LEVEL": "warning", "OPENTESS_LOG_FORMAT": "json",
+            **targets.server_env(Path(tmp), targets.upstream_config(upstream)),
             "OPENTESS_PUBLIC_URL": f"http://127.0.0.1:{port}", **(env or {}),
         }  # fmt: skip
+        agent_file = Path(tmp) / "agent.yaml"
+        agent_file.write_text(AGENT_YAML)
         if database_url:
             full_env["OPENTESS_DATABASE_URL"] = database_url
             import subprocess

@@ -64,10 +64,13 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> N
 
 
 @contextmanager
-def process(args: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], ready_url: str, env: dict[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Runs a server for the benchmark. Its stderr goes to a file (a pipe nobody reads would stall
-    a server that logs errors once the pipe is full), whose end is shown if the server fails."""
-    with tempfile.TemporaryFile() as log:
+    a server that logs errors once the pipe is full; ``log_path`` keeps it for the caller to read),
+    whose end is shown if the server fails."""
+    with log_path.open("w+b") if log_path is not None else tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
         try:
             wait_http(ready_url, proc)
@@ -110,6 +113,23 @@ def relay(upstream: str) -> Iterator[tuple[Target, int]]:
         yield Target("relay", f"http://127.0.0.1:{port}/v1/chat/completions", {}), proc.pid
 
 
+def server_env(root: Path, config: str) -> dict[str, str]:
+    """The environment of a benchmark's opentess server and of its CLI: a data dir under ``root``
+    and a config file there holding ``config`` (TOML), quiet JSON logs."""
+    (root / "opentess.toml").write_text(config)
+    return {
+        "OPENTESS_DATA_DIR": str(root / "data"),
+        "OPENTESS_CONFIG": str(root / "opentess.toml"),
+        "OPENTESS_LOG_LEVEL": "warning",
+        "OPENTESS_LOG_FORMAT": "json",
+    }
+
+
+def upstream_config(upstream: str) -> str:
+    """The ``bench`` model on an OpenAI-compatible upstream."""
+    return f'[models.bench]\nprovider = "openai"\nbase_url = "{upstream}/v1"\n'
+
+
 def _cli(env: dict[str, str], *args: str) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-m", "opentess", *args, "--json"], env={**os.environ, **env}, capture_output=True,
@@ -128,18 +148,11 @@ def opentess(
     with this environment's packages, to compare the two in one run."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "opentess.toml"
-        config.write_text(f'[models.bench]\nprovider = "openai"\nbase_url = "{upstream}/v1"\n')
+        env = server_env(Path(tmp), upstream_config(upstream))
         agent_file = Path(tmp) / "agent.yaml"
         agent_file.write_text(AGENT_YAML)
         local_file = Path(tmp) / "local.yaml"
         local_file.write_text(LOCAL_AGENT_YAML)
-        env = {
-            "OPENTESS_DATA_DIR": str(Path(tmp) / "data"),
-            "OPENTESS_CONFIG": str(config),
-            "OPENTESS_LOG_LEVEL": "warning",
-            "OPENTESS_LOG_FORMAT": "json",
-        }
         if source is not None:
             env["PYTHONPATH"] = str(Path(source).resolve() / "src")
         if database_url:

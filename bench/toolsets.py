@@ -299,20 +299,14 @@ def _server(web: str, upstream: str, pages: int) -> Iterator[tuple[str, dict[str
     """opentess on SQLite with the fake web as its search backend and pages; (chat URL, headers)."""
     port = targets.free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "opentess.toml"
-        config.write_text(
-            f'[models.bench]\nprovider = "openai"\nbase_url = "{upstream}/v1"\nsupports_tools = true\n\n'
-            f'[search]\nprovider = "searxng"\nbase_url = "{web}"\nresults = {pages}\npages = {pages}\n'
+        env = targets.server_env(
+            Path(tmp),
+            targets.upstream_config(upstream) + "supports_tools = true\n\n"
+            f'[search]\nprovider = "searxng"\nbase_url = "{web}"\nresults = {pages}\npages = {pages}\n',
         )
+        env["OPENTESS_FETCH_ALLOW_HOSTS"] = web.removeprefix("http://")
         agent_file = Path(tmp) / "agent.yaml"
         agent_file.write_text(RUN_AGENT)
-        env = {
-            "OPENTESS_DATA_DIR": str(Path(tmp) / "data"),
-            "OPENTESS_CONFIG": str(config),
-            "OPENTESS_LOG_LEVEL": "warning",
-            "OPENTESS_LOG_FORMAT": "json",
-            "OPENTESS_FETCH_ALLOW_HOSTS": web.removeprefix("http://"),
-        }
         email = f"toolsets-{port}@example.com"
         user = targets._cli(env, "users", "create", email)
         agent = targets._cli(
