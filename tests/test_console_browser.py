@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -260,6 +261,140 @@ def test_create_and_revoke_a_token(alice: Any, site: Site) -> None:
     assert answer.status_code == 401 and answer.json()["message"] == "This API token has been revoked"
 
 
+# files and memories -------------------------------------------------------------------------------
+
+
+def _api(site: Site) -> dict[str, str]:
+    return {"Authorization": f"Bearer {site.world.token}"}
+
+
+def _api_upload(site: Site, name: str, data: bytes) -> int:
+    """A file uploaded through the API, processed (its status asked as clients ask it)."""
+    answer = httpx.post(f"{site.url}/files", headers=_api(site), files={"file": (name, data)}, data={"process": "true"})
+    file_id = int(answer.json()["id"])
+    while httpx.get(f"{site.url}/files/{file_id}", headers=_api(site)).json()["status"] == "waiting":
+        time.sleep(0.05)
+    return file_id
+
+
+def test_upload_a_file_with_its_progress_then_its_status(alice: Any, site: Site) -> None:
+    page = alice
+    page.get_by_role("link", name="Files").click()
+    page.wait_for_url(re.compile(r".*/ui/files$"))
+    # the upload throttled to ~200 kB/s, so that the bar is seen moving whatever the machine
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 200_000},
+    )
+    data = b"Our opening hours are nine to five, Monday to Friday.\n" * 8000  # 432 kB
+    page.get_by_label("File", exact=True).set_input_files(
+        files=[{"name": "hours.txt", "mimeType": "text/plain", "buffer": data}]
+    )
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.locator("#upload-percent")).to_have_text(re.compile(r"^[1-9]\d?%$"))  # under way
+    expect(page.locator("#upload-progress-label")).to_have_text("Uploaded hours.txt")
+    expect(page.locator("#upload-percent")).to_have_text("100%")
+    expect(page.locator("#upload-progress")).to_have_js_property("value", len(data))
+    expect(page.locator("#upload-status")).to_have_text("Uploaded: hours.txt.")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})  # fmt: skip
+    # the new row, its status followed from waiting to completed without a reload
+    row = page.locator('tr[data-name="hours.txt"]')
+    expect(row.locator("[data-status]")).to_have_text("completed")
+    expect(page.locator("#files-live")).to_contain_text("hours.txt: completed")
+    expect(row).to_contain_text("421.9 KiB")
+    listed = httpx.get(f"{site.url}/files", headers=_api(site)).json()["data"]
+    assert any(f["filename"] == "hours.txt" and f["bytes"] == len(data) for f in listed)
+
+    # a file above the limit is refused in words
+    page.get_by_label("File", exact=True).set_input_files(
+        files=[{"name": "empty.txt", "mimeType": "text/plain", "buffer": b""}]
+    )
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.locator("#upload-errors")).to_have_text("empty.txt: file: The file is empty.")
+
+
+def test_link_a_file_to_an_agent_and_unlink_it_from_the_agent(alice: Any, site: Site) -> None:
+    page = alice
+    file_id = _api_upload(site, "prices.txt", b"A coffee costs two euros.")
+    page.goto(f"{site.url}/ui/files")
+    row = page.locator(f"#file-{file_id}")
+    row.get_by_label("Agent to link prices.txt to").select_option(label="Translator")
+    row.get_by_role("button", name="Link prices.txt").click()
+    expect(page.get_by_role("status").first).to_have_text(re.compile(f"File {file_id} was linked"))
+    linked = httpx.get(f"{site.url}/agents/{site.world.agent_id}/files", headers=_api(site)).json()["files"]
+    assert [f["id"] for f in linked] == [file_id]
+    page.locator(f"#file-{file_id}").get_by_role("link", name="Translator").click()
+    page.wait_for_url(re.compile(rf".*/ui/agents/{site.world.agent_id}$"))
+    files = page.locator("#files")
+    expect(files.locator(f'tr[data-file-id="{file_id}"]')).to_contain_text("prices.txt")
+    files.get_by_role("button", name="Unlink prices.txt").click()
+    expect(page.locator("#files").get_by_role("status")).to_have_text(re.compile(f"File {file_id} unlinked"))
+    assert httpx.get(f"{site.url}/agents/{site.world.agent_id}/files", headers=_api(site)).json()["files"] == []
+
+
+def test_add_and_edit_a_memory(alice: Any, site: Site) -> None:
+    page = alice
+    page.get_by_role("link", name="Memories").click()
+    page.wait_for_url(re.compile(r".*/ui/memories$"))
+    expect(page.get_by_role("heading", name="My Memories")).to_be_visible()
+    page.get_by_label("New memory").fill("My cat is called Miso.")
+    page.get_by_role("button", name="Add the memory").click()
+    expect(page.get_by_role("status")).to_have_text("Memory added.")
+    memory = page.locator(".memory", has_text="My cat is called Miso.")
+    expect(memory).to_be_visible()
+    memory.get_by_text("Edit").click()  # a <summary>: keyboard and mouse alike
+    memory.get_by_label(re.compile(r"Text of memory \d+")).fill("My cat is called Miso; she is grey.")
+    memory.get_by_role("button", name="Save").click()
+    expect(page.locator(".memory-text", has_text="she is grey")).to_be_visible()
+    stored = httpx.get(f"{site.url}/memories", headers=_api(site)).json()["memories"]
+    assert "My cat is called Miso; she is grey." in [m["memory"] for m in stored]
+
+
+def test_the_playground_with_a_file_and_a_collection(alice: Any, site: Site, upstream: FakeUpstream) -> None:
+    page = alice
+    file_id = _api_upload(site, "garden.txt", b"The tomatoes are planted in May.")
+    collection = httpx.post(f"{site.url}/memory-collections", headers=_api(site), json={"name": "Garden"}).json()
+    collection_id = collection["collection"]["id"]
+    httpx.post(f"{site.url}/memories", headers=_api(site), json={"memory": "I grow cherry tomatoes.",
+                                                                 "collection_id": collection_id})  # fmt: skip
+    upstream.chunks = ["Plant", " them", " in May."]
+    upstream.delay = 0.0
+    page.goto(f"{site.url}/ui/playground/{site.world.agent_id}")
+    page.get_by_label("Answer language").fill("English")
+    page.get_by_label("Model").select_option("fake-gpt")
+    page.get_by_role("checkbox", name=re.compile(r"^garden\.txt")).check()
+    page.get_by_role("checkbox", name="Garden", exact=True).check()
+    page.get_by_label("Message").fill("When do I plant tomatoes?")
+    snippet = page.locator("#snippet").inner_text()
+    assert f'"file_ids":[{file_id}]' in snippet and f'"memory_collections":[{collection_id}]' in snippet
+    page.get_by_label("Message").press("Enter")
+    meta = page.locator(".bubble.assistant .meta").first
+    expect(meta).to_contain_text("used 1 file, 1 memory")
+    system = next(m["content"] for m in upstream.last["messages"] if m["role"] == "system")
+    assert "The tomatoes are planted in May." in system and "I grow cherry tomatoes." in system
+
+    meta.get_by_role("link").click()
+    page.wait_for_url(re.compile(r".*/ui/executions/\d+$"))
+    expect(page.locator("[data-knowledge]")).to_contain_text("garden.txt")
+    expect(page.locator("[data-memories]")).to_contain_text("I grow cherry tomatoes.")
+    expect(page.locator("#used")).to_contain_text(f"Garden ({collection_id})")
+
+
+def test_another_workspaces_user_sees_none_of_the_files_or_memories(bob: Any, site: Site) -> None:
+    page = bob
+    _api_upload(site, "alice-plans.txt", b"Alice's plans.")
+    httpx.post(f"{site.url}/memories", headers=_api(site), json={"memory": "Alice's private note."})
+    page.goto(f"{site.url}/ui/files")
+    assert "alice-plans.txt" not in page.locator("main").inner_text()
+    page.goto(f"{site.url}/ui/memories")
+    assert "Alice's private note." not in page.locator("main").inner_text()
+    page.goto(f"{site.url}/ui/playground/{site.world.other_agent_id}")
+    assert "alice-plans.txt" not in page.locator("main").inner_text()
+
+
 ATTACK = """<!doctype html><html><body>
 <form id="f" method="post" action="{url}/ui/tokens"><input name="name" value="planted-by-another-site"></form>
 <script>document.getElementById("f").submit();</script>
@@ -328,6 +463,8 @@ def test_pages_work_at_phone_width_with_labelled_controls(
             "/ui/executions/1",
             "/ui/usage",
             "/ui/tokens",
+            "/ui/files",
+            "/ui/memories",
         ):
             page.goto(f"{site.url}{path}")
             wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,3 +146,36 @@ def browser_sign_in(page: Any, site: Site, email: str) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r".*/ui/agents$"))
+
+
+def add_member(settings: Settings, email: str, workspace_id: int, password: str = PASSWORD) -> int:
+    """A new user with a console password, also a member of ``workspace_id``; their id."""
+
+    async def go() -> int:
+        store = Store(make_engine(settings))
+        try:
+            user, _ = await store.users.create(email)
+            await store.users.add_member(workspace_id, user.id)
+            await Accounts(store.engine).set_password(user.id, hash_password(password))
+            return user.id
+        finally:
+            await close_store(store)
+
+    return asyncio.run(go())
+
+
+def switch_workspace(client: httpx.Client, workspace_id: int) -> None:
+    answer = client.post("/ui/workspace", data={"csrf_token": csrf_of(client), "workspace_id": str(workspace_id)})
+    assert answer.status_code == 303, answer.text
+
+
+def wait_for_file(client: httpx.Client, token: str, file_id: int, timeout_s: float = 120) -> dict[str, Any]:
+    """The file once it is no longer ``waiting`` (asked of the API, as its clients poll)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body: dict[str, Any] = client.get(f"/files/{file_id}", headers={"Authorization": f"Bearer {token}"}).json()
+        if body["status"] != "waiting":
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"file {file_id} still waiting: {body}")
+        time.sleep(0.05)

@@ -11,22 +11,26 @@ import random
 import re
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import insert
 
 from opentess.agents import AgentSpec, validate_spec
 from opentess.clock import utcnow
 from opentess.db.engine import make_engine, migrate
 from opentess.db.models import Execution
+from opentess.memories.store import MemoryStore
 from opentess.questions import Question
 from opentess.sandbox import TemplateSandbox
 from opentess.settings import ModelConfig, Settings
 from opentess.store import Store, close_store
 from opentess.web.accounts import Accounts
 from opentess.web.passwords import hash_password
+from tests.support import files_docs
 from tests.support.console import PASSWORD, ROOT, browser_or_skip, browser_sign_in
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
@@ -91,7 +95,7 @@ def _agents() -> list[AgentSpec]:
     ]  # fmt: skip
 
 
-async def _seed(settings: Settings) -> dict[str, int]:
+async def _seed(settings: Settings) -> tuple[dict[str, int], str]:
     engine = make_engine(settings)
     await migrate(engine)
     store = Store(engine)
@@ -104,7 +108,7 @@ async def _seed(settings: Settings) -> dict[str, int]:
             for spec in _agents():
                 await validate_spec(spec, settings, sandbox)
                 ids[spec.title] = (await store.agents.create(spec, ws.id)).id
-        await store.tokens.create(user.id, "backend", rpm_limit=600)
+        _, secret = await store.tokens.create(user.id, "backend", rpm_limit=600)
         await store.tokens.create(user.id, "old laptop")
         # four weeks of made-up history for the usage charts
         rng = random.Random(7)
@@ -131,9 +135,43 @@ async def _seed(settings: Settings) -> dict[str, int]:
         async with engine.begin() as conn:
             await conn.execute(insert(Execution), rows)
         ids["workspace"] = ws.id
-        return ids
+        # memories: the default collection and two of Ada's own
+        memories = MemoryStore(engine)
+        await memories.add(user.id, "I write for a Brazilian audience.")
+        await memories.add(user.id, "Dates as 31/12/2025, never 12/31/2025.")
+        style = await memories.create_collection(user.id, "Translation style")
+        for text in ("Use “você”, never “tu”.", "Keep product names in English.", "Prefer short sentences."):
+            await memories.add(user.id, text, style.id)
+        await memories.create_collection(user.id, "Travel")
+        ids["style"] = style.id
+        return ids, secret
     finally:
         await close_store(store)
+
+
+def _files(url: str, token: str, ids: dict[str, int]) -> None:
+    """A few files of every outcome, through the API: processed, stored, failed; two linked to
+    the support bot."""
+    api = {"Authorization": f"Bearer {token}"}
+    files = {
+        "handbook.pdf": (
+            files_docs.pdf(["Welcome to Acme.", "Holidays: 25 days a year.", "Expenses: keep receipts."]),
+            "true",
+        ),
+        "prices.xlsx": (files_docs.xlsx({"Prices": [["Plan", "Per month"], ["Basic", 9], ["Pro", 29]]}), "true"),
+        "glossary.txt": (b"Dashboard: painel\nSettings: configuracoes\nWorkspace: espaco de trabalho\n", "true"),
+        "old-contract.doc": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), "true"),
+        "notes.md": (b"# Notes\n\nTo read later.\n", "false"),
+    }
+    made = {}
+    for name, (data, process) in files.items():
+        answer = httpx.post(f"{url}/files", headers=api, files={"file": (name, data)}, data={"process": process})
+        made[name] = int(answer.json()["id"])
+    for file_id in made.values():
+        while httpx.get(f"{url}/files/{file_id}", headers=api).json()["status"] == "waiting":
+            time.sleep(0.05)
+    link = [made["handbook.pdf"], made["prices.xlsx"]]
+    httpx.post(f"{url}/agents/{ids['Support bot']}/files", headers=api, json={"file_ids": link})
 
 
 def take(out: Path) -> list[Path]:
@@ -141,9 +179,10 @@ def take(out: Path) -> list[Path]:
     upstream = FakeUpstream().start()
     data_dir = Path(tempfile.mkdtemp(prefix="opentess-shots-"))
     settings = _settings(data_dir, upstream.url)
-    ids = asyncio.run(_seed(settings))
+    ids, token = asyncio.run(_seed(settings))
     server = LiveServer(settings).start()
     site: Any = _Site(server.url)
+    _files(server.url, token, ids)
     shots: list[Path] = []
 
     def shot(page: Any, name: str, full: bool = False) -> None:
@@ -179,6 +218,8 @@ def take(out: Path) -> list[Path]:
             upstream.delay = 0.05
             page.goto(f"{server.url}/ui/playground/{ids['Translator']}")
             page.locator("#field-language").select_option("Portuguese")
+            page.get_by_role("checkbox", name=re.compile(r"^glossary\.txt")).check()
+            page.get_by_role("checkbox", name="Translation style").check()
             page.get_by_label("Message").fill("Hello! How can I help you today?")
             page.get_by_label("Message").press("Enter")
             page.locator(".bubble.assistant .meta").first.wait_for()
@@ -198,6 +239,33 @@ def take(out: Path) -> list[Path]:
 
             page.goto(f"{server.url}/ui/usage")
             shot(page, "usage", full=True)
+
+            # files: an upload (throttled, so that the bar is caught moving), then the list
+            page.goto(f"{server.url}/ui/files")
+            cdp = context.new_cdp_session(page)
+            cdp.send("Network.enable")
+            throttled = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 150_000}
+            cdp.send("Network.emulateNetworkConditions", throttled)
+            manual = "\n\n".join(["# Plant manual", *files_docs.filler(1000)]).encode()  # ~570 kB
+            page.get_by_label("File", exact=True).set_input_files(
+                files=[{"name": "plant-manual.md", "mimeType": "text/markdown", "buffer": manual}]
+            )
+            page.get_by_role("button", name="Upload", exact=True).click()
+            page.locator("#upload-percent", has_text=re.compile(r"^[4-6]\d%$")).wait_for()
+            shot(page, "files-upload")
+            cdp.send("Network.emulateNetworkConditions", {**throttled, "uploadThroughput": -1})
+            page.locator('tr[data-name="plant-manual.md"] [data-status]', has_text="completed").wait_for()
+            shot(page, "files", full=True)
+
+            page.goto(f"{server.url}/ui/agents/{ids['Support bot']}#files")
+            page.locator("#files").screenshot(path=str(out / "agent-files.png"))
+            shots.append(out / "agent-files.png")
+
+            page.goto(f"{server.url}/ui/memories?collection={ids['style']}")
+            page.get_by_label("New memory").fill("Translate “sign in” as “entrar”.")
+            page.get_by_role("button", name="Add the memory").click()
+            page.get_by_role("status").wait_for()
+            shot(page, "memories", full=True)
 
             page.goto(f"{server.url}/ui/tokens")
             page.get_by_label("Name").fill("ci")

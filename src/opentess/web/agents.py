@@ -5,7 +5,6 @@ workspace; another workspace's agent is a 404."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +17,7 @@ from opentess.errors import Conflict, InvalidInput, TemplateProblem
 from opentess.ids import parse_id
 from opentess.store import AgentRecord
 from opentess.toolsets.registry import catalog
+from opentess.web import files as web_files
 from opentess.web.agent_form import (
     QUESTION_TYPES,
     AgentForm,
@@ -28,7 +28,7 @@ from opentess.web.agent_form import (
     to_spec_data,
 )
 from opentess.web.console import Visitor, console_of, endpoint, form_of, page, ui_url
-from opentess.web.render import render
+from opentess.web.render import paging, render
 
 PER_PAGE = 25
 
@@ -47,7 +47,6 @@ async def agents_list(request: Request, visitor: Visitor) -> Response:
     agents, total = await _state(request).store.agents.search(
         visitor.workspace.id, q=q or None, type=kind or None, offset=(page_no - 1) * PER_PAGE, limit=PER_PAGE
     )
-    pages = max(1, math.ceil(total / PER_PAGE))
 
     def page_url(n: int) -> str:
         return "?" + urlencode({k: v for k, v in {"q": q, "type": kind, "page": n}.items() if v})
@@ -61,16 +60,19 @@ async def agents_list(request: Request, visitor: Visitor) -> Response:
         total=total,
         q=q,
         kind=kind,
-        page_no=page_no,
-        pages=pages,
-        prev_url=page_url(page_no - 1) if page_no > 1 else None,
-        next_url=page_url(page_no + 1) if page_no < pages else None,
+        **paging(page_no, total, PER_PAGE, page_url),
         notice=request.query_params.get("notice", ""),
     )
 
 
-def _editor(
-    request: Request, visitor: Visitor, form: AgentForm, agent: AgentRecord | None, *, status: int = 200
+async def _editor(
+    request: Request,
+    visitor: Visitor,
+    form: AgentForm,
+    agent: AgentRecord | None,
+    *,
+    status: int = 200,
+    files_errors: list[str] | None = None,
 ) -> Response:
     state = _state(request)
     toolsets = catalog(state.settings)
@@ -88,6 +90,8 @@ def _editor(
         default_model=state.settings.default_model,
         question_types=QUESTION_TYPES,
         notice=request.query_params.get("notice", ""),
+        files=await web_files.agent_files(state, visitor, agent) if agent is not None else None,
+        files_errors=files_errors or [],
     )
 
 
@@ -97,7 +101,7 @@ def _new_form(state: AppState) -> AgentForm:
 
 @page
 async def agent_new(request: Request, visitor: Visitor) -> Response:
-    return _editor(request, visitor, _new_form(_state(request)), None)
+    return await _editor(request, visitor, _new_form(_state(request)), None)
 
 
 async def _checked_spec(state: AppState, form: AgentForm, agent: AgentRecord | None = None) -> AgentSpec | None:
@@ -125,19 +129,19 @@ async def agent_create(request: Request, visitor: Visitor) -> Response:
     form = read_form(await form_of(request))
     spec = await _checked_spec(state, form)
     if spec is None:
-        return _editor(request, visitor, form, None, status=422)
+        return await _editor(request, visitor, form, None, status=422)
     try:
         agent = await state.store.agents.create(spec, visitor.workspace.id)
     except Conflict as exc:
         form.place({exc.param or "title": [exc.message]})
-        return _editor(request, visitor, form, None, status=409)
+        return await _editor(request, visitor, form, None, status=409)
     return RedirectResponse(ui_url(request, f"/agents/{agent.id}?notice=created"), status_code=303)
 
 
 @page
 async def agent_edit(request: Request, visitor: Visitor) -> Response:
     agent = await _state(request).store.agents.get(request.path_params["agent_id"], visitor.workspace.id)
-    return _editor(request, visitor, from_agent(agent), agent)
+    return await _editor(request, visitor, from_agent(agent), agent)
 
 
 @page
@@ -147,12 +151,12 @@ async def agent_update(request: Request, visitor: Visitor) -> Response:
     form = read_form(await form_of(request))
     spec = await _checked_spec(state, form, agent)
     if spec is None:
-        return _editor(request, visitor, form, agent, status=422)
+        return await _editor(request, visitor, form, agent, status=422)
     try:
         await state.store.agents.update(agent.id, visitor.workspace.id, spec)
     except Conflict as exc:
         form.place({exc.param or "title": [exc.message]})
-        return _editor(request, visitor, form, agent, status=409)
+        return await _editor(request, visitor, form, agent, status=409)
     return RedirectResponse(ui_url(request, f"/agents/{agent.id}?notice=saved"), status_code=303)
 
 
@@ -199,3 +203,33 @@ def _problems(form: AgentForm) -> list[str]:
         name = form.rows[i]["name"] or f"question {i + 1}"
         lines += [f"{name}: {m}" for m in messages]
     return lines + form.other_errors
+
+
+# the agent's files ----------------------------------------------------------------------------------
+
+
+def _on_agent_page(request: Request, visitor: Visitor, agent_id: int) -> web_files.ErrorPage:
+    async def show(status: int, errors: list[str]) -> Response:
+        agent = await _state(request).store.agents.get(agent_id, visitor.workspace.id)
+        return await _editor(request, visitor, from_agent(agent), agent, status=status, files_errors=errors)
+
+    return show
+
+
+@page
+async def agent_file_link(request: Request, visitor: Visitor) -> Response:
+    """Link the file chosen in the form to this agent: ``POST /agents/{id}/files``."""
+    form = await form_of(request)
+    agent_id, file_id = request.path_params["agent_id"], parse_id(form.get("file_id"))
+    action = web_files.link(_state(request), visitor, agent_id, file_id)
+    on_error = _on_agent_page(request, visitor, agent_id)
+    return await web_files.acted(request, f"/agents/{agent_id}", f"linked-{file_id}", action, on_error)
+
+
+@page
+async def agent_file_unlink(request: Request, visitor: Visitor) -> Response:
+    """``DELETE /agents/{id}/files/{file_id}`` (the file stays)."""
+    agent_id, file_id = request.path_params["agent_id"], request.path_params["file_id"]
+    action = web_files.unlink(_state(request), visitor, agent_id, file_id)
+    on_error = _on_agent_page(request, visitor, agent_id)
+    return await web_files.acted(request, f"/agents/{agent_id}", f"unlinked-{file_id}", action, on_error)

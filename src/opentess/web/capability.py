@@ -4,7 +4,7 @@ installed package, and ``GET /`` sending a browser there. The pages are not part
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -12,33 +12,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from opentess.api.boundary import RequestBoundary
 from opentess.capabilities import Capability
 from opentess.errors import NotFound
-from opentess.web import agents, executions, playground, signin, tokens, usage
+from opentess.web import agents, executions, files, memories, playground, signin, tokens, usage
 from opentess.web.console import Console, Visitor, page
-from opentess.web.render import extra_sections, render
 
 GET, POST = ["GET"], ["POST"]
-
-
-@page
-async def capability_page(request: Request, visitor: Visitor) -> Response:
-    """A capability whose console page is still to come: say so, and point at its API."""
-    key = request.url.path.rsplit("/", 1)[-1]
-    found = {k: (label, prefix) for k, label, prefix in extra_sections(request)}
-    if key not in found:
-        raise NotFound("Not found")
-    label, prefix = found[key]
-    routes = sorted(
-        {
-            (method, str(getattr(route, "path", "")))
-            for route in request.app.routes
-            if str(getattr(route, "path", "")).startswith(prefix)
-            for method in sorted(getattr(route, "methods", None) or ())
-            if method != "HEAD"
-        }
-    )
-    return render(request, "capability.html", visitor, section=key, label=label, routes=routes)
 
 
 @page
@@ -74,21 +54,39 @@ def routes() -> list[BaseRoute]:
         Route("/ui/tokens", tokens.token_create, methods=POST),
         Route("/ui/tokens/{token_id:id}/revoke", tokens.token_revoke, methods=POST),
         Route("/ui/tokens/{token_id:id}/limits", tokens.token_limits, methods=POST),
-        Route("/ui/files", capability_page, methods=GET),
-        Route("/ui/memories", capability_page, methods=GET),
+        Route("/ui/agents/{agent_id:id}/files", agents.agent_file_link, methods=POST),
+        Route("/ui/agents/{agent_id:id}/files/{file_id:id}/unlink", agents.agent_file_unlink, methods=POST),
+        Route("/ui/files", files.files_page, methods=GET),
+        Route("/ui/files/{file_id:id}/process", files.file_process, methods=POST),
+        Route("/ui/files/{file_id:id}/delete", files.file_delete, methods=POST),
+        Route("/ui/files/{file_id:id}/agents", files.file_link, methods=POST),
+        Route("/ui/memories", memories.memories_page, methods=GET),
+        Route("/ui/memories/collections", memories.collection_create, methods=POST),
+        Route("/ui/memories/collections/{collection_id:id}/rename", memories.collection_rename, methods=POST),
+        Route("/ui/memories/collections/{collection_id:id}/delete", memories.collection_delete, methods=POST),
+        Route("/ui/memories/collections/{collection_id:id}/memories", memories.memory_create, methods=POST),
+        Route("/ui/memories/{memory_id:id}", memories.memory_update, methods=POST),
+        Route("/ui/memories/{memory_id:id}/delete", memories.memory_delete, methods=POST),
         # the JSON endpoints of the pages' scripts (session + X-CSRF-Token)
         Route("/ui/api/agents/preview", agents.agent_preview, methods=POST),
         Route("/ui/api/agents/{agent_id:id}/execute", playground.playground_execute, methods=POST),
         Route("/ui/api/executions", executions.executions_live, methods=GET),
         Route("/ui/api/executions/{execution_id:id}", executions.execution_json, methods=GET),
         Route("/ui/api/executions/{execution_id:id}/cancel", executions.execution_cancel_json, methods=POST),
+        Route(files.UPLOAD_PATH, files.file_upload, methods=POST),
         Route("/ui/{rest:path}", not_found, methods=GET),
     ]
 
 
 def install(app: FastAPI) -> None:
-    """Add the console's routes and static files to the app."""
+    """Add the console's routes and static files to the app, and give its upload endpoint the
+    body limit of ``POST /files`` (the request boundary knows the API's upload routes only)."""
     app.router.routes.extend(routes())
+    for layer in app.user_middleware:
+        factory: object = layer.cls
+        limit_for = layer.kwargs.get("limit_for")
+        if factory is RequestBoundary and callable(limit_for):
+            layer.kwargs["limit_for"] = files.extend_upload_limit(cast(files.LimitFor, limit_for))
 
 
 def capability(state: Any) -> Capability:

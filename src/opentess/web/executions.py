@@ -5,11 +5,10 @@ the visitor's workspace only."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy import select
 from starlette.requests import Request
@@ -19,11 +18,14 @@ from opentess.api import wire
 from opentess.api.deps import AppState
 from opentess.db.models import Agent
 from opentess.errors import AgentNotFound, ExecutionNotFound
+from opentess.executions.context import SECTION_BREAK
 from opentess.ids import parse_id
+from opentess.memories.context import HEADER as MEMORIES_HEADER
 from opentess.store import ExecutionRecord
 from opentess.store.executions import ACTIVE, TERMINAL
+from opentess.web import memories as web_memories
 from opentess.web.console import Visitor, console_of, endpoint, page, ui_url
-from opentess.web.render import render
+from opentess.web.render import paging, render
 
 PER_PAGE = 25
 STATUSES = (*ACTIVE, *TERMINAL)
@@ -114,7 +116,6 @@ async def executions_list(request: Request, visitor: Visitor) -> Response:
     records, total = await _search(state, visitor, filters)
     titles = await agent_titles(state, {r.agent_id for r in records})
     agents = await state.store.agents.list_all(visitor.workspace.id)
-    pages = max(1, math.ceil(total / PER_PAGE))
     return render(
         request,
         "executions.html",
@@ -127,9 +128,7 @@ async def executions_list(request: Request, visitor: Visitor) -> Response:
         statuses=STATUSES,
         active=ACTIVE,
         total=total,
-        pages=pages,
-        prev_url="?" + filters.query(page=filters.page - 1) if filters.page > 1 else None,
-        next_url="?" + filters.query(page=filters.page + 1) if filters.page < pages else None,
+        **paging(filters.page, total, PER_PAGE, lambda n: "?" + filters.query(page=n)),
         live_url=ui_url(request, "/api/executions") + "?" + filters.query(),
     )
 
@@ -149,6 +148,13 @@ async def execution_detail(request: Request, visitor: Visitor) -> Response:
     context: dict[str, Any] = full.get("context") or {}
     earlier = await _earlier_turns(state, context)
     titles = await agent_titles(state, {record.agent_id})
+    shown = wire.execution(record)
+    memories = shown["memories"]
+    texts: dict[int, str] = {}
+    names: dict[int, str] = {}
+    if memories:  # the viewer's own memories only: another user's stay theirs (ids alone)
+        texts = await web_memories.memory_texts(state, visitor.user.id, memories["used"])
+        names = await web_memories.collection_names(state, visitor.user.id, memories["collections"])
     try:  # a deleted agent's runs stay readable, but its conversations cannot go on
         await state.store.agents.visible(record.agent_id, visitor.workspace.id)
         agent_live = True
@@ -167,7 +173,45 @@ async def execution_detail(request: Request, visitor: Visitor) -> Response:
         agent_live=agent_live,
         active=ACTIVE,
         notice=request.query_params.get("notice", ""),
+        messages=_without_others_memories(full.get("messages") or [], full.get("user_id"), visitor.user.id),
+        knowledge=shown["knowledge"],
+        memories=memories,
+        memory_texts=texts,
+        collection_names=names,
+        sources=[s for s in shown["sources"] if isinstance(s, dict)],
+        steps=[s for s in shown["steps"] if isinstance(s, dict)],
+        link_of=_link,
     )
+
+
+HIDDEN_MEMORIES = (
+    MEMORIES_HEADER.split("\n", 1)[0] + "\n(the memories of the user who ran this execution: theirs only, not shown)"
+)
+
+
+def _without_others_memories(messages: list[dict[str, Any]], runner: object, viewer: int) -> list[dict[str, Any]]:
+    """The messages the model was sent, as the viewer may read them: memories belong to the user
+    who ran the execution, so another member of the workspace sees their section's place only
+    (the memories source writes it as one section of the system message, with no blank line
+    inside: every line break of a memory is indented)."""
+    if runner == viewer:
+        return messages
+    shown = []
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") == "system" and isinstance(content, str) and MEMORIES_HEADER in content:
+            sections = content.split(SECTION_BREAK)
+            content = SECTION_BREAK.join(HIDDEN_MEMORIES if s.startswith(MEMORIES_HEADER) else s for s in sections)
+            message = {**message, "content": content}
+        shown.append(message)
+    return shown
+
+
+def _link(url: object) -> str | None:
+    """A source's URL when it may be a link (http or https only: never ``javascript:``)."""
+    if isinstance(url, str) and urlsplit(url.strip()).scheme.lower() in ("http", "https"):
+        return url.strip()
+    return None
 
 
 async def _earlier_turns(state: AppState, context: dict[str, Any]) -> list[dict[str, Any]]:

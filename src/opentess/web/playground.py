@@ -18,6 +18,8 @@ from opentess.errors import NotFound
 from opentess.ids import parse_id
 from opentess.questions import RESERVED, Question, default_of
 from opentess.store import AgentRecord
+from opentess.web import files as web_files
+from opentess.web import memories as web_memories
 from opentess.web.console import Visitor, console_of, endpoint, page
 from opentess.web.render import render
 
@@ -67,6 +69,14 @@ async def playground(request: Request, visitor: Visitor) -> Response:
     for f in fields:
         if f["name"] in fields_used:
             f["default"] = fields_used[f["name"]]
+    # what a call may name beside its fields: the workspace's files and the user's collections
+    files, files_total = await web_files.choices(state, visitor.workspace.id)
+    collections, _ = await web_memories.collections(state, visitor.user.id)
+    own_files = (
+        await web_files.files_of(state).store.agent_files(agent.id)
+        if agent.workspace_id == visitor.workspace.id
+        else []
+    )
     return render(
         request,
         "playground.html",
@@ -81,6 +91,10 @@ async def playground(request: Request, visitor: Visitor) -> Response:
         history=history,
         root_id=root_id,
         public_url=state.settings.public_url or "",
+        files=files,
+        files_total=files_total,
+        own_files=own_files,
+        collections=collections,
     )
 
 

@@ -3,6 +3,8 @@ carries, and errors in words."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,37 @@ def credits(value: float | None) -> str:
     return text or "0"
 
 
+def size(value: int | None) -> str:
+    """Bytes as a person reads them (binary units: 1 KiB = 1,024 bytes)."""
+    if value is None:
+        return "—"
+    if value < 1024:
+        return f"{value} byte{'' if value == 1 else 's'}"
+    amount = float(value)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "TiB":
+            return f"{amount:.1f} {unit}".replace(".0 ", " ")
+    raise AssertionError("unreachable")
+
+
+def number(value: int | float | None) -> str:
+    """A count with thousands separated (``32,000``)."""
+    return "—" if value is None else f"{value:,}"
+
+
+def paging(page_no: int, total: int, per_page: int, url_of: Callable[[int], str]) -> dict[str, Any]:
+    """A list page's pager: its page, how many there are, and the links to the pages beside it
+    (``url_of(n)``), as the ``pager`` macro reads them."""
+    pages = max(1, math.ceil(total / per_page))
+    return {
+        "page_no": page_no,
+        "pages": pages,
+        "prev_url": url_of(page_no - 1) if page_no > 1 else None,
+        "next_url": url_of(page_no + 1) if page_no < pages else None,
+    }
+
+
 def when(value: datetime | None) -> str:
     return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -66,7 +99,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(credits=credits, when=when, as_json=as_json, pretty=pretty)
+    env.filters.update(credits=credits, when=when, as_json=as_json, pretty=pretty, size=size, number=number)
     env.globals["version"] = __version__
     return env
 
@@ -92,22 +125,11 @@ def render(
             ui=ui,
             static=f"{ui}/static",
             section=section,
-            extra_sections=extra_sections(request) if visitor is not None else [],
             path=request.url.path,
             **context,
         )
     )
     return HTMLResponse(html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
-
-
-def extra_sections(request: Request) -> list[tuple[str, str, str]]:
-    """Sections of capabilities that are still being built: a menu entry appears once the
-    server has their API routes (files #9, memories #10), and their page says where they stand."""
-    found = []
-    for key, label, prefix in (("files", "Files", "/files"), ("memories", "Memories", "/memories")):
-        if any(str(getattr(route, "path", "")).startswith(prefix) for route in request.app.routes):
-            found.append((key, label, prefix))
-    return found
 
 
 def problems(exc: OpentessError) -> list[str]:

@@ -14,11 +14,16 @@ export function call(url, options = {}) {
 export async function problemsOf(response) {
   let body = null;
   try { body = await response.json(); } catch { /* not JSON */ }
+  return problemsIn(body, response.status);
+}
+
+/** The problems of an error body already read (null: it was not JSON). */
+export function problemsIn(body, status) {
   if (body && body.errors) {
     return Object.entries(body.errors).flatMap(([field, msgs]) => msgs.map((m) => `${field}: ${m}`));
   }
   if (body && body.message) return [body.message];
-  return [`The server answered ${response.status}.`];
+  return [`The server answered ${status}.`];
 }
 
 export async function copy(text, button) {
@@ -63,12 +68,13 @@ for (const button of document.querySelectorAll("[data-copy]")) {
   });
 }
 
-// form[data-confirm]: ask before submitting
-for (const form of document.querySelectorAll("form[data-confirm]")) {
-  form.addEventListener("submit", (event) => {
-    if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-  });
-}
+// form[data-confirm]: ask before submitting (forms a script puts in later included)
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+  }
+});
 
 // the executions list: refresh the rows of running executions until they end
 const live = document.querySelector("[data-live-url]");

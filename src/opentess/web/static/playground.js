@@ -28,6 +28,10 @@ function fields() {
     if (type === "multiselect") {
       const chosen = [...el.querySelectorAll("input:checked")].map((c) => c.value);
       if (chosen.length) body[name] = chosen;
+    } else if (type === "ids") {
+      // file_ids, memory_collections: lists of ids, as the API takes them
+      const chosen = [...el.querySelectorAll("input:checked")].map((c) => Number(c.value));
+      if (chosen.length) body[name] = chosen;
     } else if (type === "boolean") {
       body[name] = el.checked;
     } else {
@@ -108,7 +112,12 @@ async function showUsage(div, executionId) {
   const link = document.createElement("a");
   link.href = `${data.execution_page}${e.id}`;
   link.textContent = `execution ${e.id}`;
-  meta.append(`${e.model} · ${tokens} · ${formatCredits(e.credits)} credits · ${e.status} · `, link);
+  const used = [];
+  if (e.knowledge?.files?.length) used.push(`${e.knowledge.files.length} file${e.knowledge.files.length === 1 ? "" : "s"}`);
+  if (e.memories?.used?.length) used.push(`${e.memories.used.length} memor${e.memories.used.length === 1 ? "y" : "ies"}`);
+  if (e.sources?.length) used.push(`${e.sources.length} source${e.sources.length === 1 ? "" : "s"}`);
+  const extra = used.length ? ` · used ${used.join(", ")}` : "";
+  meta.append(`${e.model} · ${tokens} · ${formatCredits(e.credits)} credits · ${e.status}${extra} · `, link);
   meta.dataset.credits = e.credits ?? "";
   div.append(meta);
 }
