@@ -3,6 +3,7 @@ deployed (opentess.server.uvicorn_config, the protocol of opentess.connections).
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -112,6 +113,31 @@ def test_a_body_sent_too_slowly_is_cut_off(guarded: tuple[LiveServer, World]) ->
             except (BrokenPipeError, ConnectionResetError):
                 break
     assert answer.startswith(b"HTTP/1.1 408")
+
+
+def test_a_chat_body_cut_off_is_no_server_error(
+    guarded: tuple[LiveServer, World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The OpenAI route reads its body itself: a body cut off by the guard (or by a client that
+    leaves) ends that request as the client's doing — logged at info as 499, not as an unhandled
+    error answered 500."""
+    server, world = guarded
+    caplog.set_level(logging.INFO, logger="opentess")
+    with connect(server) as sock:
+        sock.sendall(
+            f"POST /agents/{world.agent_id}/openai/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            f"{world.token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{".encode()
+        )
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+    for _ in range(200):  # the request's own line is logged once the app has returned
+        lines = [r for r in caplog.records if r.name == "opentess.access" and getattr(r, "path", "").endswith(
+            "/openai/chat/completions")]  # fmt: skip
+        if lines:
+            break
+        time.sleep(0.05)
+    assert [getattr(r, "status", None) for r in lines] == [499]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_an_idle_kept_alive_connection_is_closed(guarded: tuple[LiveServer, World]) -> None:

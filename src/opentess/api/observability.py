@@ -14,6 +14,7 @@ import re
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opentess import metrics
@@ -32,6 +33,9 @@ def next_request_id() -> str:
 
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# nginx's status for a request whose client closed the connection before it was answered; it is
+# recorded and logged, never sent (there is no one to send it to)
+CLIENT_CLOSED = 499
 
 
 class Observability:
@@ -66,6 +70,10 @@ class Observability:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # the client left while its body was being read (or the connection guard cut a body
+            # sent too slowly, after answering 408): not a fault of ours, and nobody to answer
+            status = status or CLIENT_CLOSED
         except Exception as exc:
             log_boundary.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
             note_failure(scope, exc)
