@@ -383,6 +383,53 @@ def test_memories_page_through_newest_first(site: Site, alice: httpx.Client) -> 
     assert re.search(rf'<a href="/ui/memories\?collection={many}"[^>]*>Many</a>\s*<span class="muted small">23<', first)
 
 
+def test_pages_past_the_last_and_beyond_any_database_show_the_last(site: Site, alice: httpx.Client) -> None:
+    """A page number past the last (its last item just deleted) shows the last page with its
+    pager; one too large for an offset is page 1 — never an empty page, never a 500."""
+    csrf = csrf_of(alice)
+    made = _notice(alice.post("/ui/memories/collections", data={"csrf_token": csrf, "name": "Pages"}))
+    pages = int(re.findall(r"collection=(\d+)", made)[0])
+    for n in range(21):
+        alice.post(f"/ui/memories/collections/{pages}/memories", data={"csrf_token": csrf, "memory": f"item {n}"})
+    last = alice.get("/ui/memories", params={"collection": pages, "page": 2}).text
+    only = _memory_ids(last)
+    assert len(only) == 1 and "Page 2 of 2" in last
+    deleted = alice.post(f"/ui/memories/{only[0]}/delete", data={"csrf_token": csrf, "page": "2"})
+    back = alice.get(_notice(deleted)).text
+    assert len(_memory_ids(back)) == 20 and only[0] not in _memory_ids(back) and "item 20" in back
+    assert len(_memory_ids(alice.get("/ui/memories", params={"collection": pages, "page": 7}).text)) == 20
+    huge = str(2**62)
+    for path in ("/ui/memories", "/ui/files", "/ui/agents", "/ui/executions"):
+        params = {"page": huge, **({"collection": str(pages)} if path == "/ui/memories" else {})}
+        answer = alice.get(path, params=params)
+        assert answer.status_code == 200, (path, answer.text[:500])
+    kept = _memory_ids(back)[0]
+    edited = alice.post(
+        f"/ui/memories/{kept}", data={"csrf_token": csrf, "memory": "edited", "collection_id": pages, "page": huge}
+    )
+    assert _notice(edited).endswith(f"collection={pages}&notice=memory-saved-{kept}")
+
+
+def test_a_memory_of_a_collection_beyond_the_listed_ones_stays_there(
+    site: Site, alice: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edit form's collection select lists the first collections only; the memory's own is
+    always among its options, so saving the text alone never moves it. (The site runs in this
+    process: the listed count is lowered to 1 rather than making 100 collections.)"""
+    from opentess.web import memories as web_memories
+
+    csrf = csrf_of(alice)
+    made = _notice(alice.post("/ui/memories/collections", data={"csrf_token": csrf, "name": "Far away"}))
+    far = int(re.findall(r"collection=(\d+)", made)[0])
+    alice.post(f"/ui/memories/collections/{far}/memories", data={"csrf_token": csrf, "memory": "Stay here."})
+    monkeypatch.setattr(web_memories, "COLLECTIONS", 1)  # only the default collection is listed
+    page = alice.get("/ui/memories", params={"collection": far}).text
+    memory_id = _memory_ids(page)[0]
+    select = page[page.index(f'id="memory-{memory_id}-collection"') :]
+    select = select[: select.index("</select>")]
+    assert re.search(rf'<option value="{far}" selected>Far away</option>', select), select
+
+
 def test_memory_forms_without_the_csrf_token_are_refused(alice: httpx.Client) -> None:
     page = alice.get("/ui/memories").text
     default_id = int(re.findall(r"/ui/memories/collections/(\d+)/memories", page)[0])
@@ -525,6 +572,7 @@ def test_sources_and_steps_are_listed_and_only_web_links_are_links(site: Site, a
             "snippet": "A cultivar.",
         },
         {"index": 2, "title": "Trick", "url": "javascript:alert(1)", "snippet": "not a link"},
+        {"index": 3, "title": "Broken", "url": "http://[x/", "snippet": "does not even split"},
     ]
     steps = [
         {"index": 1, "tool": "wikipedia_search", "arguments": {"query": "pumpkin"}, "duration_ms": 812.4,
@@ -549,6 +597,7 @@ def test_sources_and_steps_are_listed_and_only_web_links_are_links(site: Site, a
     assert '<li value="1"><a href="https://en.wikipedia.org/wiki/Pumpkin" rel="noopener noreferrer nofollow"' in listed
     assert '<span class="snippet">A cultivar.</span>' in listed
     assert 'href="javascript' not in detail and '<li value="2">Trick' in listed
+    assert '<li value="3">Broken' in listed and 'href="http://[x/' not in detail
     table = detail[detail.index('id="steps-title"') :]
     assert "<code>wikipedia_search</code>" in table and "812 ms" in table and "4,512 characters" in table
     assert '{"query": "pumpkin"}' in table and "the page answered 404" in table

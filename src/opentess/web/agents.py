@@ -28,7 +28,7 @@ from opentess.web.agent_form import (
     to_spec_data,
 )
 from opentess.web.console import Visitor, console_of, endpoint, form_of, page, ui_url
-from opentess.web.render import paging, render
+from opentess.web.render import fetch_page, page_number, paging, render
 
 PER_PAGE = 25
 
@@ -43,10 +43,15 @@ async def agents_list(request: Request, visitor: Visitor) -> Response:
     q = request.query_params.get("q", "").strip()
     kind = request.query_params.get("type", "")
     kind = kind if kind in ("chat", "text") else ""
-    page_no = parse_id(request.query_params.get("page")) or 1
-    agents, total = await _state(request).store.agents.search(
-        visitor.workspace.id, q=q or None, type=kind or None, offset=(page_no - 1) * PER_PAGE, limit=PER_PAGE
-    )
+    store = _state(request).store
+
+    async def fetch(offset: int, limit: int) -> tuple[list[AgentRecord], int]:
+        return await store.agents.search(
+            visitor.workspace.id, q=q or None, type=kind or None, offset=offset, limit=limit
+        )
+
+    page_no = page_number(request.query_params.get("page"))
+    agents, total, page_no = await fetch_page(page_no, PER_PAGE, fetch)
 
     def page_url(n: int) -> str:
         return "?" + urlencode({k: v for k, v in {"q": q, "type": kind, "page": n}.items() if v})

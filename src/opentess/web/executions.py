@@ -5,7 +5,7 @@ the visitor's workspace only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -25,7 +25,7 @@ from opentess.store import ExecutionRecord
 from opentess.store.executions import ACTIVE, TERMINAL
 from opentess.web import memories as web_memories
 from opentess.web.console import Visitor, console_of, endpoint, page, ui_url
-from opentess.web.render import paging, render
+from opentess.web.render import fetch_page, page_number, paging, render
 
 PER_PAGE = 25
 STATUSES = (*ACTIVE, *TERMINAL)
@@ -50,7 +50,7 @@ class Filters:
             status if status in STATUSES else None,
             _day(params.get("since")),
             _day(params.get("until")),
-            parse_id(params.get("page")) or 1,
+            page_number(params.get("page")),
         )
 
     def query(self, **changes: Any) -> str:
@@ -73,15 +73,17 @@ def _day(value: str | None) -> date | None:
         return None
 
 
-async def _search(state: AppState, visitor: Visitor, filters: Filters) -> tuple[list[ExecutionRecord], int]:
+async def _search(
+    state: AppState, visitor: Visitor, filters: Filters, offset: int, limit: int = PER_PAGE
+) -> tuple[list[ExecutionRecord], int]:
     return await state.store.executions.search(
         visitor.workspace.id,
         agent_id=filters.agent_id,
         root_id=filters.root_id,
         status=filters.status,
         descending=True,
-        offset=(filters.page - 1) * PER_PAGE,
-        limit=PER_PAGE,
+        offset=offset,
+        limit=limit,
         # whole UTC days: from the start of ``since`` to the end of ``until``
         since=datetime.combine(filters.since, time()) if filters.since else None,
         before=datetime.combine(filters.until + timedelta(days=1), time()) if filters.until else None,
@@ -113,7 +115,10 @@ def _row(record: ExecutionRecord) -> dict[str, Any]:
 async def executions_list(request: Request, visitor: Visitor) -> Response:
     state = console_of(request).state
     filters = Filters.of(request)
-    records, total = await _search(state, visitor, filters)
+    records, total, page_no = await fetch_page(
+        filters.page, PER_PAGE, lambda offset, limit: _search(state, visitor, filters, offset, limit)
+    )
+    filters = replace(filters, page=page_no)
     titles = await agent_titles(state, {r.agent_id for r in records})
     agents = await state.store.agents.list_all(visitor.workspace.id)
     return render(
@@ -136,7 +141,8 @@ async def executions_list(request: Request, visitor: Visitor) -> Response:
 @endpoint
 async def executions_live(request: Request, visitor: Visitor) -> Response:
     """The list's rows as they are now (its script polls while some are running)."""
-    records, _ = await _search(console_of(request).state, visitor, Filters.of(request))
+    filters = Filters.of(request)
+    records, _ = await _search(console_of(request).state, visitor, filters, (filters.page - 1) * PER_PAGE)
     return JSONResponse({"data": [_row(r) for r in records]})
 
 
@@ -209,9 +215,13 @@ def _without_others_memories(messages: list[dict[str, Any]], runner: object, vie
 
 def _link(url: object) -> str | None:
     """A source's URL when it may be a link (http or https only: never ``javascript:``)."""
-    if isinstance(url, str) and urlsplit(url.strip()).scheme.lower() in ("http", "https"):
-        return url.strip()
-    return None
+    if not isinstance(url, str):
+        return None
+    try:  # a search result's URL is whatever the backend sent: `http://[x/` does not even split
+        scheme = urlsplit(url.strip()).scheme.lower()
+    except ValueError:
+        return None
+    return url.strip() if scheme in ("http", "https") else None
 
 
 async def _earlier_turns(state: AppState, context: dict[str, Any]) -> list[dict[str, Any]]:

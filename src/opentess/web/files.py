@@ -29,7 +29,7 @@ from opentess.files.tables import AgentFile
 from opentess.ids import parse_id
 from opentess.store import AgentRecord
 from opentess.web.console import Visitor, console_of, endpoint, form_of, page, safe_next, ui_url
-from opentess.web.render import paging, problems, render
+from opentess.web.render import fetch_page, page_number, paging, problems, render
 
 PER_PAGE = 25
 CHOICES = 200  # files offered in the pickers (the newest)
@@ -94,10 +94,11 @@ async def _files_page(
 ) -> Response:
     state = console_of(request).state
     service = files_of(state)
-    page_no = parse_id(request.query_params.get("page")) or 1
-    records, total = await service.store.search(
-        visitor.workspace.id, descending=True, offset=(page_no - 1) * PER_PAGE, limit=PER_PAGE
-    )
+
+    async def fetch(offset: int, limit: int) -> tuple[list[FileRecord], int]:
+        return await service.store.search(visitor.workspace.id, descending=True, offset=offset, limit=limit)
+
+    records, total, page_no = await fetch_page(page_number(request.query_params.get("page")), PER_PAGE, fetch)
     count, used = await service.store.usage(visitor.workspace.id)
     settings = state.settings
 

@@ -25,6 +25,7 @@ from opentess.memories.store import (
     MAX_MEMORY_CHARS,
     MAX_NAME_CHARS,
     CollectionRecord,
+    MemoryRecord,
     MemoryStore,
     collection_name,
     memory_text,
@@ -32,7 +33,7 @@ from opentess.memories.store import (
 )
 from opentess.memories.tables import Memory, MemoryCollection
 from opentess.web.console import Visitor, console_of, form_of, page, ui_url
-from opentess.web.render import paging, problems, render
+from opentess.web.render import fetch_page, page_number, paging, problems, render
 
 PER_PAGE = 20
 COLLECTIONS = 100  # the collections listed (the default first)
@@ -112,10 +113,12 @@ async def _page(
     listed, total_collections = await collections(state, user_id)
     wanted = collection_id if collection_id is not None else parse_id(request.query_params.get("collection"))
     current = await store.collection(user_id, wanted) if wanted else listed[0]  # not theirs: a 404
-    number = page_no or parse_id(request.query_params.get("page")) or 1
-    records, total = await store.memories(
-        user_id, collection_id=current.id, offset=(number - 1) * PER_PAGE, limit=PER_PAGE
-    )
+
+    async def fetch(offset: int, limit: int) -> tuple[list[MemoryRecord], int]:
+        return await store.memories(user_id, collection_id=current.id, offset=offset, limit=limit)
+
+    number = page_no or page_number(request.query_params.get("page"))
+    records, total, number = await fetch_page(number, PER_PAGE, fetch)
 
     def page_url(n: int) -> str:
         return "?" + urlencode({"collection": current.id, **({"page": n} if n > 1 else {})})
@@ -248,7 +251,7 @@ async def memory_update(request: Request, visitor: Visitor) -> Response:
     raw = _text(form.get("memory"))
     text = memory_text(raw, errors)
     collection_id = optional_id(form.get("collection_id"), "collection_id", errors)
-    page_no = parse_id(form.get("page"))
+    page_no = page_number(form.get("page"))
     try:
         if errors:
             raise InvalidInput(errors)
@@ -269,4 +272,4 @@ async def memory_delete(request: Request, visitor: Visitor) -> Response:
     store = store_of(console_of(request).state)
     form = await form_of(request)
     record = await store.delete(visitor.user.id, request.path_params["memory_id"])  # another user's: a 404
-    return _to(request, record.collection_id, f"memory-deleted-{record.id}", parse_id(form.get("page")))
+    return _to(request, record.collection_id, f"memory-deleted-{record.id}", page_number(form.get("page")))

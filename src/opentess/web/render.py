@@ -4,10 +4,10 @@ carries, and errors in words."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse
 
 from opentess import __version__
 from opentess.errors import InvalidInput, OpentessError, RateLimited
+from opentess.ids import MAX_PAGE, parse_id
 
 if TYPE_CHECKING:
     from opentess.web.console import Visitor
@@ -61,6 +62,29 @@ def size(value: int | None) -> str:
 def number(value: int | float | None) -> str:
     """A count with thousands separated (``32,000``)."""
     return "—" if value is None else f"{value:,}"
+
+
+T = TypeVar("T")
+
+
+def page_number(value: object) -> int:
+    """A list's page number from a query or form field: 1 unless it names a page that can exist
+    (an offset past 64 bits would be refused by the database)."""
+    number = parse_id(value)
+    return number if number is not None and number <= MAX_PAGE else 1
+
+
+async def fetch_page(
+    page_no: int, per_page: int, fetch: Callable[[int, int], Awaitable[tuple[list[T], int]]]
+) -> tuple[list[T], int, int]:
+    """The records of page ``page_no`` (``fetch(offset, limit)`` → records, total) and the page
+    shown: past the last page — its last item was just deleted, or the link is old — the last
+    page instead of an empty one without a pager."""
+    records, total = await fetch((page_no - 1) * per_page, per_page)
+    if not records and total and page_no > 1:
+        page_no = math.ceil(total / per_page)
+        records, total = await fetch((page_no - 1) * per_page, per_page)
+    return records, total, page_no
 
 
 def paging(page_no: int, total: int, per_page: int, url_of: Callable[[int], str]) -> dict[str, Any]:

@@ -128,17 +128,20 @@ cancel.addEventListener("click", () => current?.abort());
 
 // the list ------------------------------------------------------------------------------------------
 
-/** Read this page again and put in the rows that changed (the others keep their focus). */
+/** Read this page again — the listing it shows, not the address of a form that failed — and put
+ * in the rows that changed (the others keep their focus). */
 async function refresh() {
-  let doc = null;
-  try {
-    const response = await fetch(window.location.href, { credentials: "same-origin" });
-    if (response.ok) doc = new DOMParser().parseFromString(await response.text(), "text/html");
-  } catch { /* the next tick tries again */ }
   const region = document.getElementById("files-region");
+  let doc = null;
+  let refused = false;
+  try {
+    const response = await fetch(region.dataset.source || window.location.href, { credentials: "same-origin" });
+    if (response.ok) doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    else refused = true; // signed out, or the page is gone: stop asking
+  } catch { /* the network: the next tick tries again */ }
   const fresh = doc?.getElementById("files-region");
   if (!fresh) {
-    watch();
+    if (!refused) watch();
     return;
   }
   const body = region.querySelector("tbody");
