@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -147,7 +147,8 @@ def opentess(
     ``source``: run the opentess of another source tree (an earlier commit's worktree) instead,
     with this environment's packages, to compare the two in one run."""
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         env = server_env(Path(tmp), upstream_config(upstream))
         agent_file = Path(tmp) / "agent.yaml"
         agent_file.write_text(AGENT_YAML)
@@ -156,6 +157,8 @@ def opentess(
         if source is not None:
             env["PYTHONPATH"] = str(Path(source).resolve() / "src")
         if database_url:
+            if database_url.startswith("postgresql"):  # a schema of its own: see fresh_database
+                database_url = stack.enter_context(fresh_database(database_url))
             env["OPENTESS_DATABASE_URL"] = database_url
             subprocess.run([sys.executable, "-m", "opentess", "migrate"], env={**os.environ, **env}, check=True,
                            capture_output=True)  # fmt: skip
@@ -177,6 +180,34 @@ def opentess(
                 ),
                 proc.pid,
             )
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on ``url``'s server, dropped afterwards: each measured
+    server migrates a schema of its own (an earlier commit's migrations cannot run on a schema a
+    later one left, and no run inherits another's rows)."""
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"opentess_bench_{os.getpid()}_{free_port()}"
+    dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def litellm_installed() -> bool:
