@@ -108,28 +108,27 @@ def _glibc(name: str) -> Any:
 _malloc_trim = _glibc("malloc_trim")
 _mallopt = _glibc("mallopt")
 TRIM_EVERY_S = 5.0
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameters (malloc.h)
+M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
 
 
 def tune_malloc() -> None:
-    """Process-wide allocator tuning for a server process, before its threads start: blocks of
-    128 KiB and more (a long conversation's strings, a large body) always come from their own
-    mapping and go back to the system when freed — by default glibc raises that threshold after
-    the first such block is freed, and later ones stay in the heap — and the threads share two
-    arenas instead of up to eight per core (each thread's arena kept its own high-water mark)."""
+    """Process-wide allocator tuning for a server process: blocks of 128 KiB and more (a long
+    conversation's strings, a large body) always come from a mapping of their own and go back to
+    the system when freed. By default glibc raises that threshold after the first such block is
+    freed, and the next ones stay in the heap: with bench/attacks.py, four 300,000-character
+    turns left the server 29 MiB larger; with this, under 1 MiB. (Two malloc arenas instead of
+    eight per core were tried too: 4% more CPU per call, so not kept.)"""
     if _mallopt is not None:
         _mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-        _mallopt(M_ARENA_MAX, 2)
 
 
 async def release_freed_memory() -> None:
     """Give the memory freed after a burst back to the system, every few seconds: glibc keeps
     freed heap memory for reuse. ``malloc_trim(0)`` returns the free pages (0.1 ms when there is
     nothing to return, a few ms after a burst), in a thread (ctypes releases the GIL) so the
-    event loop never waits for it. With ``tune_malloc``, measured by bench/attacks.py: the
-    server's RSS 10 s after the attacks ended went from +57% of its start to +20%; what remains
-    is not Python objects (tracemalloc finds ~1 MB more after 4,000 connections came and went)
-    but the small-object allocator's partly used arenas, which a second pass reuses (+5%)."""
+    event loop never waits for it. What a burst leaves beyond that is not Python objects
+    (tracemalloc finds ~1 MB more after 4,000 connections came and went) but the small-object
+    allocator's partly used arenas, which the next burst reuses (docs/security.md)."""
     while True:
         await asyncio.sleep(TRIM_EVERY_S)
         await asyncio.to_thread(_malloc_trim, 0)
