@@ -11,7 +11,7 @@ it (a 5xx is a finding, except the connection cap's designed 503 refusal, which 
 own). Afterwards the executions still ``starting``/``running`` are counted through the API.
 
 This is a measurement, not a test: nothing here fails when a number is bad. ``--quick`` runs a
-small version of every class (tests/test_bench_attacks.py checks that the harness still runs).
+small version of every class (tests/test_bench.py checks that the harness still runs).
 """
 
 from __future__ import annotations
