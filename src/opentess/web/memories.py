@@ -183,12 +183,18 @@ async def collection_create(request: Request, visitor: Visitor) -> Response:
     return _to(request, record.id, "collection-created")
 
 
+async def _own_collection(request: Request, visitor: Visitor) -> tuple[MemoryStore, CollectionRecord]:
+    """The memory store and the collection of the path, the visitor's own (another user's is a
+    404, as on the API)."""
+    store = store_of(console_of(request).state)
+    return store, await store.collection(visitor.user.id, request.path_params["collection_id"])
+
+
 @page
 async def collection_rename(request: Request, visitor: Visitor) -> Response:
     """``PUT /memory-collections/{id}`` (the default collection may be renamed too)."""
-    store = store_of(console_of(request).state)
-    collection_id = request.path_params["collection_id"]
-    await store.collection(visitor.user.id, collection_id)  # another user's: a 404
+    store, found = await _own_collection(request, visitor)
+    collection_id = found.id
     form = await form_of(request)
     errors: dict[str, list[str]] = {}
     name = collection_name(form.get("name"), errors)
@@ -206,9 +212,8 @@ async def collection_rename(request: Request, visitor: Visitor) -> Response:
 async def collection_delete(request: Request, visitor: Visitor) -> Response:
     """``DELETE /memory-collections/{id}``: the collection and its memories; the default one
     cannot be deleted (the API's 403, in its words)."""
-    store = store_of(console_of(request).state)
-    collection_id = request.path_params["collection_id"]
-    found = await store.collection(visitor.user.id, collection_id)  # another user's: a 404
+    store, found = await _own_collection(request, visitor)
+    collection_id = found.id
     try:
         await store.delete_collection(visitor.user.id, collection_id)
     except OpentessError as exc:
@@ -223,9 +228,8 @@ async def collection_delete(request: Request, visitor: Visitor) -> Response:
 @page
 async def memory_create(request: Request, visitor: Visitor) -> Response:
     """``POST /memories`` into this collection."""
-    store = store_of(console_of(request).state)
-    collection_id = request.path_params["collection_id"]
-    await store.collection(visitor.user.id, collection_id)  # another user's: a 404
+    store, found = await _own_collection(request, visitor)
+    collection_id = found.id
     form = await form_of(request)
     errors: dict[str, list[str]] = {}
     raw = _text(form.get("memory"))
