@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
+from opentess.cli import cli
 from tests.support.backends import postgres_database_or_skip
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
@@ -57,3 +60,19 @@ def http(live: LiveServer, world: World) -> Iterator[httpx.Client]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Any:
+    """The opentess CLI, in process, on a data directory of its own (no config file):
+    ``run("users", "create", EMAIL)`` answers click's Result, asserting a 0 exit unless ``ok=False``."""
+    runner = CliRunner()
+    env = {"OPENTESS_DATA_DIR": str(tmp_path / "data"), "OPENTESS_CONFIG": ""}
+
+    def invoke(*args: str, ok: bool = True) -> Result:
+        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.stderr
+        return result
+
+    return invoke

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from opentess.cli import cli
 from opentess.db.engine import head_revision
@@ -28,20 +27,6 @@ questions:
   - {type: text, name: product, required: true, description: Product name}
   - {type: select, name: language, options: [English, French], default: English}
 """
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Any:
-    runner = CliRunner()
-    env = {"OPENTESS_DATA_DIR": str(tmp_path / "data"), "OPENTESS_CONFIG": ""}
-
-    def invoke(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.stderr
-        return result
-
-    return invoke
 
 
 def test_users_workspaces_tokens_agents(run: Any, tmp_path: Path) -> None:

@@ -8,29 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from opentess.cli import cli
 from opentess.db.engine import make_engine
 from opentess.db.models import Job
 from opentess.settings import Settings
 from tests.support import files_docs as docs
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Any:
-    runner = CliRunner()
-    env = {"OPENTESS_DATA_DIR": str(tmp_path / "data"), "OPENTESS_CONFIG": ""}
-
-    def invoke(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.stderr
-        return result
-
-    return invoke
 
 
 def test_upload_list_link_and_delete(run: Any, tmp_path: Path) -> None:
