@@ -115,9 +115,10 @@ def tune_malloc() -> None:
     """Process-wide allocator tuning for a server process: blocks of 128 KiB and more (a long
     conversation's strings, a large body) always come from a mapping of their own and go back to
     the system when freed. By default glibc raises that threshold after the first such block is
-    freed, and the next ones stay in the heap: with bench/attacks.py, four 300,000-character
-    turns left the server 29 MiB larger; with this, under 1 MiB. (Two malloc arenas instead of
-    eight per core were tried too: 4% more CPU per call, so not kept.)"""
+    freed, and the next ones stay in the heap: with bench/attacks.py, its conversation phase
+    (900,000- and 300,000-character turns) left the server 29–31 MiB larger; with this, 1–11 MiB
+    at the phase's end. (Two malloc arenas instead of eight per core were tried too: 4% more CPU
+    per call, so not kept.)"""
     if _mallopt is not None:
         _mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
