@@ -189,16 +189,23 @@ def test_stop_cancels_a_slow_run(alice: Any, site: Site, upstream: FakeUpstream)
     assert "word39" not in text  # it stopped well before its end
 
 
+def _start_in_background(site: Site, content: str) -> int:
+    """An execution of the site's agent started over the API (``/execute`` without waiting):
+    its id, while the fake upstream is still answering."""
+    started = httpx.post(
+        f"{site.url}/agents/{site.world.agent_id}/execute",
+        headers={"Authorization": f"Bearer {site.world.token}"},
+        json={"model": "fake-gpt", "language": "en", "messages": [{"role": "user", "content": content}]},
+    )
+    assert started.status_code == 200, started.text
+    return int(started.json()["responses"][0]["id"])
+
+
 def test_cancel_a_running_execution_from_its_list(alice: Any, site: Site, upstream: FakeUpstream) -> None:
     page = alice
     upstream.chunks = [f"w{i} " for i in range(40)]
     upstream.delay = 0.5
-    started = httpx.post(
-        f"{site.url}/agents/{site.world.agent_id}/execute",
-        headers={"Authorization": f"Bearer {site.world.token}"},
-        json={"model": "fake-gpt", "language": "en", "messages": [{"role": "user", "content": "background"}]},
-    )
-    execution_id = started.json()["responses"][0]["id"]
+    execution_id = _start_in_background(site, "background")
     page.goto(f"{site.url}/ui/executions")
     row = page.locator(f'tr[data-id="{execution_id}"]')
     expect(row.locator("[data-status]")).to_have_text(re.compile("starting|running"))
@@ -215,12 +222,7 @@ def test_running_executions_update_themselves(alice: Any, site: Site, upstream: 
     page = alice
     upstream.chunks = [f"t{i} " for i in range(8)]
     upstream.delay = 0.4
-    started = httpx.post(
-        f"{site.url}/agents/{site.world.agent_id}/execute",
-        headers={"Authorization": f"Bearer {site.world.token}"},
-        json={"model": "fake-gpt", "language": "en", "messages": [{"role": "user", "content": "watch me"}]},
-    )
-    execution_id = started.json()["responses"][0]["id"]
+    execution_id = _start_in_background(site, "watch me")
     page.goto(f"{site.url}/ui/executions/{execution_id}")
     expect(
         page.get_by_role("heading", name=re.compile(rf"Execution {execution_id} (starting|running)"))
@@ -228,12 +230,7 @@ def test_running_executions_update_themselves(alice: Any, site: Site, upstream: 
     expect(page.get_by_role("heading", name=f"Execution {execution_id} succeeded")).to_be_visible()
     expect(page.locator("#output")).to_have_text("t0 t1 t2 t3 t4 t5 t6 t7")
 
-    again = httpx.post(
-        f"{site.url}/agents/{site.world.agent_id}/execute",
-        headers={"Authorization": f"Bearer {site.world.token}"},
-        json={"model": "fake-gpt", "language": "en", "messages": [{"role": "user", "content": "and me"}]},
-    )
-    second_id = again.json()["responses"][0]["id"]
+    second_id = _start_in_background(site, "and me")
     page.goto(f"{site.url}/ui/executions")
     row = page.locator(f'tr[data-id="{second_id}"]')
     expect(row.locator("[data-status]")).to_have_text(re.compile("starting|running"))
