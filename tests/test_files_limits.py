@@ -5,6 +5,7 @@ bytes, files per agent, and credits per processed MB and page — with nothing h
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,18 +14,23 @@ import pytest
 
 from tests.support import files_docs as docs
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.files_env import FilesEnv, files_env, upload, wait_processed
+from tests.support.files_env import FilesEnv, database, files_env, upload, wait_processed
 
 MAX_FILE = 200_000
 
 
-@pytest.fixture(scope="module")
-def env(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilesEnv]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def env(
+    request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FilesEnv]:
     overrides = {
         "max_file_bytes": MAX_FILE, "files_workspace_max_files": 3, "files_workspace_max_bytes": 250_000,
         "files_agent_max_files": 2, "files_credits_per_mb": 2.0, "files_credits_per_page": 0.5,
     }  # fmt: skip
-    with files_env(tmp_path_factory.mktemp("limits"), upstream.url, None, **overrides) as running:
+    with (
+        database(request.param) as url,
+        files_env(tmp_path_factory.mktemp("limits"), upstream.url, url, **overrides) as running,
+    ):
         yield running
 
 
@@ -116,3 +122,19 @@ def test_the_files_routes_need_a_token(env: FilesEnv) -> None:
     for method, path in (("GET", "/files"), ("POST", "/files"), ("GET", "/files/1"), ("POST", "/v2/files/sign"),
                          ("POST", "/agents/1/files"), ("GET", "/api/agents/1/files")):  # fmt: skip
         assert httpx.request(method, env.url + path).status_code == 401
+
+
+def test_concurrent_uploads_to_one_workspace_hold_its_limit(env: FilesEnv) -> None:
+    """Uploads racing for the last places: exactly the limit's worth are stored, the others are
+    refused with 422 — never a 500 (on PostgreSQL, two uploads each holding the workspace row's
+    foreign-key lock while asking for its update lock deadlocked)."""
+    with env.client() as http:
+        free = 3 - http.get("/files").json()["total"]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: upload(http, f"race-{n}.txt", b"racing", process="true"), range(8)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [200] * free + [422] * (8 - free), [a.text for a in answers]
+        stored = [a.json()["id"] for a in answers if a.status_code == 200]
+        for file_id in stored:
+            assert wait_processed(http, file_id)["status"] == "completed"
+            http.delete(f"/files/{file_id}")

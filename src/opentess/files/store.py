@@ -217,11 +217,13 @@ class FileStore:
             "generation": generation, "created_at": now, "updated_at": now,
         }  # fmt: skip
         async with self.engine.begin() as conn:
-            # the insert comes first: on SQLite it takes the write lock, so the count below is
-            # exact; on PostgreSQL the workspace row's lock serialises concurrent uploads
-            file_id = (await conn.execute(insert(File).values(**values).returning(File.id))).scalar_one()
+            # concurrent uploads to a workspace are serialised so that the count below is exact.
+            # PostgreSQL: by the workspace row's lock, taken before the insert — the insert's
+            # foreign key takes a share lock on that row, and two uploads each holding one while
+            # asking for the update lock deadlock. SQLite: by the insert, which takes the write lock.
             if self.postgres:
                 await conn.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
+            file_id = (await conn.execute(insert(File).values(**values).returning(File.id))).scalar_one()
             self._check(*await _usage(conn, workspace_id))
             if upload_id is not None:
                 await conn.execute(delete(FileUpload).where(FileUpload.id == upload_id))
