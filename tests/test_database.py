@@ -18,6 +18,7 @@ from opentess.db.engine import head_revision, make_engine, migrate
 from opentess.db.models import Base, Execution, include_name
 from opentess.settings import Settings
 from opentess.store import Store, close_store
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
 
 HEAD = head_revision()
@@ -156,3 +157,21 @@ def test_reaper_fails_only_the_runs_of_dead_processes(tmp_path: Path, database_u
             await close_store(store)
 
     assert asyncio.run(scenario()) == {"live": "running", "dead-local": "failed", "silent-remote": "failed"}
+
+
+def test_a_postgresql_restart_costs_no_request(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Every pooled connection is ended by the database server (as a restart or a failover does):
+    the requests that follow all succeed — reads, an execution (its write goes through the
+    execution writer) and a file upload — on new connections."""
+    from tests.support.backends import terminate_connections
+    from tests.support.files_env import database, files_env, upload
+
+    with database("postgres") as url, files_env(tmp_path, upstream.url, url) as env, env.client() as http:
+        chat = {"language": "en", "messages": [{"role": "user", "content": "hi"}]}
+        path = f"/agents/{env.world.agent_id}/openai/chat/completions"
+        assert http.get("/agents").status_code == 200 and http.post(path, json=chat).status_code == 200
+        assert url is not None and terminate_connections(url) > 0
+        for _ in range(3):
+            assert http.get("/agents").status_code == 200
+            assert http.post(path, json=chat).status_code == 200
+            assert upload(http, "after.txt", b"after the restart", process="true").status_code == 200

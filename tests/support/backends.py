@@ -35,6 +35,24 @@ async def _admin(url: str, statement: str) -> None:
         await conn.close()
 
 
+def terminate_connections(url: str) -> int:
+    """End every connection to ``url``'s database but this one, as a restart of the database
+    server does; how many were ended."""
+
+    async def terminate() -> int:
+        import asyncpg
+
+        conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+        try:
+            sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+            return int(await conn.fetchval(sql))
+        finally:
+            await conn.close()
+
+    return asyncio.run(terminate())
+
+
 @contextmanager
 def fresh_postgres_database(url: str) -> Iterator[str]:
     """A new, empty database on the server of ``url``; dropped afterwards."""
