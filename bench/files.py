@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,10 @@ UPLOAD_MB = 150
 def server(upstream: str, database_url: str | None, env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """opentess on a fresh data directory (or database), with a user, a token and two agents."""
     port = targets.free_port()
-    with tempfile.TemporaryDirectory() as tmp:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        if database_url and database_url.startswith("postgresql"):  # a database of its own, dropped after
+            database_url = stack.enter_context(targets.fresh_database(database_url))
         full_env = {
             **targets.server_env(Path(tmp), targets.upstream_config(upstream)),
             "OPENTESS_PUBLIC_URL": f"http://127.0.0.1:{port}", **(env or {}),
@@ -184,61 +187,82 @@ def _upload_all(http: httpx.Client, paths: list[Path]) -> list[int]:
 def ingestion(args: argparse.Namespace, upstream: str) -> str:
     """Rounds of the three paths in turn, each round seconds long (not a scheduler's hiccup); the
     medians are reported. opentess's readers are started and warm before the first round, as a
-    running server's are; its progress is read from its database, not asked of it."""
+    running server's are; its progress is read from its database, not asked of it. On SQLite,
+    and on PostgreSQL too with --database-url."""
     count, rounds, workers = (4, 1, 2) if args.quick else (120, 5, 2)
-    direct_1: list[float] = []
-    direct_n: list[float] = []
-    through: list[float] = []
+    backends: list[tuple[str, str | None]] = [("SQLite", None)]
+    if args.database_url:
+        backends.append(("PostgreSQL", args.database_url))
+    lines = [
+        f"#### Ingestion: {count} documents (20-page PDFs and 60-paragraph DOCX files), {rounds} round(s)",
+        "",
+        "| database | path | documents/s (median) | opentess / it | rounds |",
+        "|---|---|---|---|---|",
+    ]
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         paths = _documents(Path(tmp), count)
         size = sum(p.stat().st_size for p in paths)
-        readers = {"OPENTESS_FILES_EXTRACT_WORKERS": str(workers)}
-        with (
-            ProcessPoolExecutor(workers) as pool,
-            server(upstream, args.database_url, readers) as srv,
-            httpx.Client(base_url=srv["base"], headers=_headers(srv), timeout=120) as http,
-        ):
-            _direct(paths[0]), _direct(paths[1])  # this process has imported the libraries
-            list(pool.map(_direct, paths[: 2 * workers]))  # the processes are started and have too
-            # every reader is started and has read both kinds: files uploaded at once keep them all busy
-            warm = paths[: 2 * workers]
-            with ThreadPoolExecutor(len(warm)) as uploads:
-                ids = list(uploads.map(lambda p: _upload_all(http, [p])[0], warm))
-            _wait_all(srv, ids)
-            for _ in range(rounds):
-                started = time.perf_counter()
-                for path in paths:
-                    _direct(path)
-                direct_1.append(count / (time.perf_counter() - started))
-                started = time.perf_counter()
-                list(pool.map(_direct, paths))
-                direct_n.append(count / (time.perf_counter() - started))
-                started = time.perf_counter()
-                done = _wait_all(srv, _upload_all(http, paths))
-                through.append(count / (time.perf_counter() - started))
-                failed += sum(1 for f in done if f["status"] != "completed")
-    one, many, ours = (statistics.median(v) for v in (direct_1, direct_n, through))
-    # the ratio of each round (its three paths measured back to back), then their median: a
-    # machine that slows down for a while slows a round's paths alike
-    ratio_1 = statistics.median(t / d for t, d in zip(through, direct_1, strict=True))
-    ratio_n = statistics.median(t / d for t, d in zip(through, direct_n, strict=True))
-    return "\n".join(
-        [
-            f"#### Ingestion: {count} documents (20-page PDFs and 60-paragraph DOCX files, {size / 1e6:.1f} MB), "
-            f"median of {rounds} round(s)",
-            "",
-            "| path | documents/s | opentess / it | rounds |",
-            "|---|---|---|---|",
-            f"| pypdf / python-docx called directly, 1 process | {one:.2f} | {ratio_1:.2f}× | {_each(direct_1)} |",
-            f"| the same, {workers} processes | {many:.2f} | {ratio_n:.2f}× | {_each(direct_n)} |",
-            f"| opentess: upload, store, queue, extract ({workers} readers), chunk, index | {ours:.2f} | — | "
-            f"{_each(through)} |",
-            "",
-            "opentess / it: the median of the rounds' ratios. Target: opentess ≥ 0.8× the libraries called directly. "
-            f"Files that did not complete: {failed}.",
-        ]
-    )
+        for name, url in backends:
+            direct_1, direct_n, through, not_done = _ingest(upstream, url, paths, rounds, workers)
+            failed += not_done
+            # the ratio of each round (its three paths measured back to back), then their median:
+            # a machine that slows down for a while slows a round's paths alike
+            ratio_1 = statistics.median(t / d for t, d in zip(through, direct_1, strict=True))
+            ratio_n = statistics.median(t / d for t, d in zip(through, direct_n, strict=True))
+            lines += [
+                f"| {name} | pypdf / python-docx called directly, 1 process | {statistics.median(direct_1):.2f} | "
+                f"{ratio_1:.2f}× | {_each(direct_1)} |",
+                f"| {name} | the same, {workers} processes | {statistics.median(direct_n):.2f} | {ratio_n:.2f}× | "
+                f"{_each(direct_n)} |",
+                f"| {name} | opentess: upload, store, queue, extract ({workers} readers), chunk, index | "
+                f"{statistics.median(through):.2f} | — | {_each(through)} |",
+            ]
+    lines += [
+        "",
+        f"{size / 1e6:.1f} MB of documents. opentess / it: the median of the "
+        "rounds' ratios. Target: opentess ≥ 0.8× the libraries called directly. "
+        f"Files that did not complete: {failed}.",
+    ]
+    return "\n".join(lines)
+
+
+def _ingest(
+    upstream: str, database_url: str | None, paths: list[Path], rounds: int, workers: int
+) -> tuple[list[float], list[float], list[float], int]:
+    """documents/s of each round: the libraries in this process, in ``workers`` processes, and
+    opentess with ``workers`` readers; and how many files did not complete."""
+    count = len(paths)
+    direct_1: list[float] = []
+    direct_n: list[float] = []
+    through: list[float] = []
+    failed = 0
+    readers = {"OPENTESS_FILES_EXTRACT_WORKERS": str(workers)}
+    with (
+        ProcessPoolExecutor(workers) as pool,
+        server(upstream, database_url, readers) as srv,
+        httpx.Client(base_url=srv["base"], headers=_headers(srv), timeout=120) as http,
+    ):
+        _direct(paths[0]), _direct(paths[1])  # this process has imported the libraries
+        list(pool.map(_direct, paths[: 2 * workers]))  # the processes are started and have too
+        # every reader is started and has read both kinds: files uploaded at once keep them all busy
+        warm = paths[: 2 * workers]
+        with ThreadPoolExecutor(len(warm)) as uploads:
+            ids = list(uploads.map(lambda p: _upload_all(http, [p])[0], warm))
+        _wait_all(srv, ids)
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for path in paths:
+                _direct(path)
+            direct_1.append(count / (time.perf_counter() - started))
+            started = time.perf_counter()
+            list(pool.map(_direct, paths))
+            direct_n.append(count / (time.perf_counter() - started))
+            started = time.perf_counter()
+            done = _wait_all(srv, _upload_all(http, paths))
+            through.append(count / (time.perf_counter() - started))
+            failed += sum(1 for f in done if f["status"] != "completed")
+    return direct_1, direct_n, through, failed
 
 
 def _each(values: list[float]) -> str:

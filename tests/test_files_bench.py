@@ -19,4 +19,5 @@ def test_the_files_benchmark_runs() -> None:
         assert heading in report
     assert "| SQLite | 1,000 | memory |" in report and "| SQLite | 1,000 | database |" in report
     assert "| local data directory |" in report
+    assert "| SQLite | opentess: upload, store, queue, extract" in report
     assert "Files that did not complete: 0." in report

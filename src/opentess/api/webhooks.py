@@ -18,7 +18,7 @@ from opentess.api.bodies import read_json_object
 from opentess.api.deps import AppState, PrincipalDep, StateDep
 from opentess.api.errors import json_response
 from opentess.api.pagination import envelope, page_of
-from opentess.errors import Conflict, InvalidInput
+from opentess.errors import InvalidInput
 from opentess.ids import parse_id
 from opentess.webhooks import safety, wire
 from opentess.webhooks.outbox import Dispatcher
@@ -90,16 +90,14 @@ async def create_webhook(agent_id: int, request: Request, principal: PrincipalDe
     status = _choice(body, "status", STATUSES, errors) or ACTIVE_STATUS
     if errors:
         raise InvalidInput(errors)
-    store = _store(state)
-    if await store.count_for_agent(agent.id, principal.workspace_id) >= MAX_PER_AGENT:
-        raise Conflict(f"Agent {agent.id} already has {MAX_PER_AGENT} webhooks; delete one first.")
-    record = await store.create(
+    record = await _store(state).create(
         workspace_id=principal.workspace_id,
         agent_id=agent.id,
         user_id=principal.user_id,
         url=url,
         method=method,
         status=status,
+        limit=MAX_PER_AGENT,
     )
     if status == ACTIVE_STATUS:
         _dispatcher(state).note(agent.id)

@@ -17,10 +17,14 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, func, insert, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opentess.clock import utcnow
-from opentess.db.models import Workspace
+from opentess.db.locking import is_foreign_key_error, lock_parent
+from opentess.db.models import Agent, Workspace
 from opentess.errors import FileNotFound, InvalidInput, PayloadTooLarge
 from opentess.files.tables import AgentFile, File, FileChunk, FileUpload
 from opentess.jobs import enqueue
@@ -217,16 +221,24 @@ class FileStore:
             "generation": generation, "created_at": now, "updated_at": now,
         }  # fmt: skip
         async with self.engine.begin() as conn:
-            # concurrent uploads to a workspace are serialised so that the count below is exact.
-            # PostgreSQL: by the workspace row's lock, taken before the insert — the insert's
-            # foreign key takes a share lock on that row, and two uploads each holding one while
-            # asking for the update lock deadlock. SQLite: by the insert, which takes the write lock.
-            if self.postgres:
-                await conn.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
+            # concurrent uploads to a workspace are serialised so that the count below is exact
+            # (opentess.db.locking)
+            await lock_parent(conn, Workspace.id, workspace_id)
+            if upload_id is not None:
+                # a signed upload becomes a file once: a retried or concurrent register of the
+                # same upload finds it gone and answers with the file the first one made
+                taken = await conn.execute(delete(FileUpload).where(FileUpload.id == upload_id))
+                if taken.rowcount != 1:
+                    existing = (
+                        await conn.execute(
+                            self._select().where(File.storage_key == storage_key, File.workspace_id == workspace_id)
+                        )
+                    ).first()
+                    if existing is None:
+                        raise InvalidInput({"object_path": ["This upload was registered or has expired."]})
+                    return _file(existing)
             file_id = (await conn.execute(insert(File).values(**values).returning(File.id))).scalar_one()
             self._check(*await _usage(conn, workspace_id))
-            if upload_id is not None:
-                await conn.execute(delete(FileUpload).where(FileUpload.id == upload_id))
             if process:
                 await _enqueue(conn, file_id, storage_key, 1, job_delay_s)
         if process:
@@ -267,6 +279,9 @@ class FileStore:
         their record). The caller removes the stored object."""
         record = await self.get(file_id, workspace_id)
         async with self.engine.begin() as conn:
+            # the file's row first, as ``complete`` takes it: a file deleted while its chunks are
+            # being stored waits for them instead of deadlocking with them (PostgreSQL)
+            await lock_parent(conn, File.id, file_id)
             await conn.execute(delete(AgentFile).where(AgentFile.file_id == file_id))
             await conn.execute(delete(FileChunk).where(FileChunk.file_id == file_id))
             await conn.execute(delete(File).where(File.id == file_id))
@@ -330,20 +345,32 @@ class FileStore:
             return [_file(r) for r in (await conn.execute(stmt)).all()]
 
     async def link(self, agent_id: int, file_ids: Sequence[int]) -> None:
+        """Link the files to the agent (those linked already stay as they are). Concurrent links
+        to one agent are serialised (opentess.db.locking), so its limit holds; a file deleted
+        meanwhile is FileNotFound."""
         now = utcnow()
-        async with self.engine.begin() as conn:
-            linked = set(
-                (await conn.execute(select(AgentFile.file_id).where(AgentFile.agent_id == agent_id))).scalars()
-            )
-            new = [f for f in dict.fromkeys(file_ids) if f not in linked]
-            if len(linked) + len(new) > self.quotas.agent_max_files:
-                raise InvalidInput(
-                    {"file_ids": [f"An agent holds at most {self.quotas.agent_max_files} files; it has {len(linked)}."]}
-                )
-            if new:
-                await conn.execute(
-                    insert(AgentFile), [{"agent_id": agent_id, "file_id": f, "created_at": now} for f in new]
-                )
+        try:
+            async with self.engine.begin() as conn:
+                await lock_parent(conn, Agent.id, agent_id)
+                # the first write (SQLite: it takes the write lock, so the count below is exact)
+                if self.postgres:
+                    add: Any = pg_insert(AgentFile).on_conflict_do_nothing()
+                else:
+                    add = sqlite_insert(AgentFile).on_conflict_do_nothing()
+                rows = [{"agent_id": agent_id, "file_id": f, "created_at": now} for f in sorted(set(file_ids))]
+                if rows:
+                    await conn.execute(add, rows)
+                count = (await conn.execute(select(func.count()).where(AgentFile.agent_id == agent_id))).scalar_one()
+                if count > self.quotas.agent_max_files:
+                    raise InvalidInput(
+                        {"file_ids": [
+                            f"An agent holds at most {self.quotas.agent_max_files} files; this would make {count}."
+                        ]}
+                    )  # fmt: skip
+        except IntegrityError as exc:
+            if is_foreign_key_error(exc):
+                raise FileNotFound("One of the files was deleted meanwhile.") from None
+            raise
 
     async def unlink(self, agent_id: int, file_id: int) -> bool:
         async with self.engine.begin() as conn:

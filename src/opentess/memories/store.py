@@ -3,7 +3,8 @@ another user's memory or collection is exactly a missing one)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.clock import utcnow
+from opentess.db.locking import is_foreign_key_error
 from opentess.errors import CollectionNotFound, Forbidden, InvalidInput, MemoryNotFound
 from opentess.ids import parse_id
 from opentess.memories.tables import Memory, MemoryCollection
@@ -233,6 +235,10 @@ class MemoryStore:
         if found.is_default:
             raise Forbidden("Default collection cannot be deleted")
         async with self._engine.begin() as conn:
+            # first the collection's row, with the lock a memory's insert (its foreign-key check)
+            # waits for: a memory added meanwhile is deleted with the others, or refused after
+            this = MemoryCollection.id == collection_id
+            await conn.execute(select(MemoryCollection.id).where(this).with_for_update())
             await conn.execute(delete(Memory).where(Memory.collection_id == collection_id, Memory.user_id == user_id))
             await conn.execute(
                 delete(MemoryCollection).where(
@@ -292,18 +298,20 @@ class MemoryStore:
         user's default collection."""
         target = await self._target(user_id, collection_id)
         now = utcnow()
-        async with self._engine.begin() as conn:
-            new_id = (
+        # the row as the insert returns it: read again, it could be gone already, with a
+        # collection deleted meanwhile
+        async with _collection_may_go(), self._engine.begin() as conn:
+            row = (
                 await conn.execute(
                     insert(Memory)
                     .values(
                         user_id=user_id, collection_id=target, memory=text, credits=0.0, created_at=now,
                         updated_at=now,
                     )
-                    .returning(Memory.id)
+                    .returning(*Memory.__table__.c)
                 )
-            ).scalar_one()  # fmt: skip
-        return await self.memory(user_id, int(new_id))
+            ).one()  # fmt: skip
+        return _memory(row)
 
     async def update(self, user_id: int, memory_id: int, text: str, collection_id: int | None) -> MemoryRecord:
         """Change a memory's text, and its collection when one is given."""
@@ -311,7 +319,7 @@ class MemoryStore:
         values: dict[str, Any] = {"memory": text, "updated_at": utcnow()}
         if collection_id is not None:
             values["collection_id"] = await self._target(user_id, collection_id)
-        async with self._engine.begin() as conn:
+        async with _collection_may_go(), self._engine.begin() as conn:
             await conn.execute(update(Memory).where(Memory.id == memory_id, Memory.user_id == user_id).values(**values))
         return await self.memory(user_id, memory_id)
 
@@ -320,3 +328,15 @@ class MemoryStore:
         async with self._engine.begin() as conn:
             await conn.execute(delete(Memory).where(Memory.id == memory_id, Memory.user_id == user_id))
         return found
+
+
+@asynccontextmanager
+async def _collection_may_go() -> AsyncIterator[None]:
+    """A memory written into a collection that a concurrent request deleted after it was
+    checked: the same field error as a collection that never was."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if is_foreign_key_error(exc):
+            raise _unknown_collection() from None
+        raise

@@ -68,6 +68,9 @@ def _slug_taken(slug: str) -> Conflict:
     return Conflict(f"Another agent of this workspace has the slug {slug!r}.", param="slug")
 
 
+SLUG_ATTEMPTS = 5  # tries of a derived slug when concurrent creates take the same one
+
+
 class AgentStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -107,27 +110,32 @@ class AgentStore:
         derived from the title gets a number when taken (``support-bot-2``)."""
         now = utcnow()
         values = spec.model_dump(exclude={"questions", "active", "slug"})
-        try:
-            async with self._engine.begin() as conn:
-                slug = spec.slug or await self._free_slug(conn, workspace_id, slugify(spec.title))
-                agent_id = (
-                    await conn.execute(
-                        insert(Agent)
-                        .values(
-                            **values,
-                            workspace_id=workspace_id,
-                            slug=slug,
-                            active=int(spec.active),
-                            questions=[q.model_dump(exclude_none=True) for q in spec.questions],
-                            created_at=now,
-                            updated_at=now,
+        for attempt in range(1, SLUG_ATTEMPTS + 1):
+            try:
+                async with self._engine.begin() as conn:
+                    slug = spec.slug or await self._free_slug(conn, workspace_id, slugify(spec.title))
+                    agent_id = (
+                        await conn.execute(
+                            insert(Agent)
+                            .values(
+                                **values,
+                                workspace_id=workspace_id,
+                                slug=slug,
+                                active=int(spec.active),
+                                questions=[q.model_dump(exclude_none=True) for q in spec.questions],
+                                created_at=now,
+                                updated_at=now,
+                            )
+                            .returning(Agent.id)
                         )
-                        .returning(Agent.id)
-                    )
-                ).scalar_one()
-        except IntegrityError as exc:
-            raise _slug_taken(spec.slug or slugify(spec.title)) from exc
-        return await self.get(agent_id)
+                    ).scalar_one()
+                return await self.get(agent_id)
+            except IntegrityError as exc:
+                # a derived slug that a concurrent create took between the look and the insert:
+                # look again for the next free one
+                if spec.slug or attempt == SLUG_ATTEMPTS:
+                    raise _slug_taken(spec.slug or slugify(spec.title)) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     async def _free_slug(conn: AsyncConnection, workspace_id: int, base: str) -> str:

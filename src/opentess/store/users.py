@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -154,16 +156,16 @@ class UserStore:
         await self.workspace(workspace_id)
         user = await self.get(user_id)
         now = utcnow()
+        # one statement (an update, then an insert when nothing was updated, let two concurrent
+        # adds both insert, the second failing on the key)
+        dialect_insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        upsert = (
+            dialect_insert(Membership)
+            .values(user_id=user_id, workspace_id=workspace_id, role=role, created_at=now)
+            .on_conflict_do_update(index_elements=[Membership.user_id, Membership.workspace_id], set_={"role": role})
+        )
         async with self._engine.begin() as conn:
-            changed = await conn.execute(
-                update(Membership)
-                .where(Membership.user_id == user_id, Membership.workspace_id == workspace_id)
-                .values(role=role)
-            )
-            if changed.rowcount == 0:
-                await conn.execute(
-                    insert(Membership).values(user_id=user_id, workspace_id=workspace_id, role=role, created_at=now)
-                )
+            await conn.execute(upsert)
         member = next(m for m in await self.members(workspace_id) if m.user_id == user.id)
         return member
 

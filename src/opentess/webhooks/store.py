@@ -16,8 +16,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opentess.clock import utcnow
-from opentess.db.models import Execution
-from opentess.errors import WebhookNotFound
+from opentess.db.locking import lock_parent
+from opentess.db.models import Agent, Execution
+from opentess.errors import Conflict, WebhookNotFound
 from opentess.store.executions import ACTIVE
 from opentess.webhooks.tables import Webhook, WebhookAttempt, WebhookDelivery
 
@@ -108,10 +109,13 @@ class WebhookStore:
         self._engine = engine
 
     async def create(
-        self, *, workspace_id: int, agent_id: int, user_id: int, url: str, method: str, status: str
+        self, *, workspace_id: int, agent_id: int, user_id: int, url: str, method: str, status: str, limit: int
     ) -> WebhookRecord:
+        """A new webhook of the agent; Conflict when the agent has ``limit`` already (counted in
+        the same transaction, with concurrent creates serialised: opentess.db.locking)."""
         now = utcnow()
         async with self._engine.begin() as conn:
+            await lock_parent(conn, Agent.id, agent_id)
             new_id = (
                 await conn.execute(
                     insert(Webhook)
@@ -124,16 +128,10 @@ class WebhookStore:
                     .returning(Webhook.id)
                 )
             ).scalar_one()  # fmt: skip
+            live = select(func.count()).select_from(Webhook).where(Webhook.agent_id == agent_id, _LIVE)
+            if (await conn.execute(live)).scalar_one() > limit:
+                raise Conflict(f"Agent {agent_id} already has {limit} webhooks; delete one first.")
         return await self.get(int(new_id), workspace_id)
-
-    async def count_for_agent(self, agent_id: int, workspace_id: int) -> int:
-        stmt = (
-            select(func.count())
-            .select_from(Webhook)
-            .where(Webhook.agent_id == agent_id, Webhook.workspace_id == workspace_id, _LIVE)
-        )
-        async with self._engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
 
     async def page(
         self, workspace_id: int, *, agent_id: int | None, offset: int, limit: int
