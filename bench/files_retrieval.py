@@ -149,4 +149,11 @@ async def measure(database_url: str | None, sizes: list[int], calls: int) -> lis
 
 
 def run(database_url: str | None, sizes: list[int], calls: int) -> list[Latencies]:
+    """On PostgreSQL, in a database of its own (dropped afterwards): the chunks of earlier runs
+    or other programs would be searched around, and counted in the statistics."""
+    if database_url and database_url.startswith("postgresql"):
+        from bench import targets
+
+        with targets.fresh_database(database_url) as fresh:
+            return asyncio.run(measure(fresh, sizes, calls))
     return asyncio.run(measure(database_url, sizes, calls))
