@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentess.agents import AgentSpec
@@ -105,14 +104,12 @@ def test_a_signed_upload_registered_twice_at_once_is_one_file(tmp_path: Path, da
                 workspace_id=ws.id, user_id=user.id, object_path=f"uploads/race-{n}", token_hash=None,
                 filename="f.txt", content_type="text/plain", size=1, ttl_s=60,
             )  # fmt: skip
-            register = [
-                files.create(
-                    workspace_id=ws.id, user_id=user.id, filename="f.txt", size=1, content_type="text/plain",
-                    storage_key=upload.object_path, process=True, upload_id=upload.id,
-                )  # fmt: skip
-                for _ in range(2)
-            ]
-            results = await _gather(*register)
+            fields: dict[str, Any] = {
+                "workspace_id": ws.id, "user_id": user.id, "filename": "f.txt", "size": 1,
+                "content_type": "text/plain", "storage_key": upload.object_path, "process": True,
+                "upload_id": upload.id,
+            }  # fmt: skip
+            results = await _gather(*(files.create(**fields) for _ in range(2)))
             assert not _unexpected(results), results
             assert results[0].id == results[1].id
 
@@ -125,12 +122,9 @@ def test_webhooks_of_one_agent_hold_their_limit(tmp_path: Path, database_url: st
         agents, hooks = AgentStore(engine), WebhookStore(engine)
         for n in range(ROUNDS // 2):
             agent = await agents.create(AgentSpec(title=f"hooks {n}"), ws.id)
-            make = [
-                hooks.create(workspace_id=ws.id, agent_id=agent.id, user_id=user.id, url=f"https://h.example/{i}",
-                             method="POST", status="active", limit=3)  # fmt: skip
-                for i in range(6)
-            ]
-            results = await _gather(*make)
+            hook: dict[str, Any] = {"workspace_id": ws.id, "agent_id": agent.id, "user_id": user.id, "method": "POST",
+                    "status": "active", "limit": 3}  # fmt: skip
+            results = await _gather(*(hooks.create(url=f"https://h.example/{i}", **hook) for i in range(6)))
             assert not _unexpected(results, Conflict), results
             assert sum(1 for r in results if not isinstance(r, BaseException)) == 3
 

@@ -5,8 +5,8 @@ bytes, files per agent, and credits per processed MB and page — with nothing h
 from __future__ import annotations
 
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
