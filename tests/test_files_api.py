@@ -155,8 +155,10 @@ def test_n8n_signed_large_upload(env: FilesEnv, upstream: FakeUpstream) -> None:
         ).json()  # fmt: skip
         assert registered["bytes"] == len(content) and registered["status"] == "waiting"
         assert wait_processed(n8n, registered["id"])["status"] == "completed"
+        # registered again (a retry after a lost answer): the same file, not a second one
         again = n8n.post("/v2/files/register", json={"object_path": object_path, "filename": "x.pdf"})
-        assert again.status_code == 422 and "object_path" in again.json()["errors"]
+        assert again.status_code == 200 and again.json()["id"] == registered["id"]
+        assert again.json()["filename"] == "manual.pdf"
         assert httpx.put(upload_url, content=b"late").status_code == 404  # registered: the URL is spent
         # the OpenAI route takes file_ids at the root of the body
         chat = {**CHAT, "file_ids": [registered["id"]]}

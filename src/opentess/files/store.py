@@ -229,14 +229,10 @@ class FileStore:
                 # same upload finds it gone and answers with the file the first one made
                 taken = await conn.execute(delete(FileUpload).where(FileUpload.id == upload_id))
                 if taken.rowcount != 1:
-                    existing = (
-                        await conn.execute(
-                            self._select().where(File.storage_key == storage_key, File.workspace_id == workspace_id)
-                        )
-                    ).first()
+                    existing = await self._by_key(conn, storage_key, workspace_id)
                     if existing is None:
                         raise InvalidInput({"object_path": ["This upload was registered or has expired."]})
-                    return _file(existing)
+                    return existing
             file_id = (await conn.execute(insert(File).values(**values).returning(File.id))).scalar_one()
             self._check(*await _usage(conn, workspace_id))
             if process:
@@ -409,6 +405,16 @@ class FileStore:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(FileUpload).where(FileUpload.token_hash == token_hash))).first()
         return _upload(row) if row is not None else None
+
+    async def registered(self, object_path: str, workspace_id: int) -> FileRecord | None:
+        """The file a signed upload became, if it was registered."""
+        async with self.engine.connect() as conn:
+            return await self._by_key(conn, object_path, workspace_id)
+
+    async def _by_key(self, conn: AsyncConnection, storage_key: str, workspace_id: int) -> FileRecord | None:
+        stmt = self._select().where(File.storage_key == storage_key, File.workspace_id == workspace_id)
+        row = (await conn.execute(stmt)).first()
+        return _file(row) if row is not None else None
 
     async def upload_by_path(self, object_path: str, workspace_id: int) -> UploadRecord | None:
         async with self.engine.connect() as conn:
