@@ -82,7 +82,8 @@ class _Progress:
     (a listing every 20 ms cost it about a tenth of the ingestion's CPU)."""
 
     def __init__(self, srv: dict[str, Any]) -> None:
-        self.url: str | None = srv["database_url"]
+        url = srv["database_url"]
+        self.url: str | None = url if url and url.startswith("postgresql") else None
         if self.url:
             import asyncio
 
@@ -92,7 +93,7 @@ class _Progress:
             dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
             self.loop = asyncio.new_event_loop()
             self.pg = self.loop.run_until_complete(asyncpg.connect(dsn))
-        else:
+        else:  # the embedded default (a --database-url of another kind is not measured here)
             import sqlite3
 
             path = srv["data_dir"] / "opentess.db"

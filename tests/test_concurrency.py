@@ -64,7 +64,7 @@ async def _new_file(files: FileStore, workspace_id: int, user_id: int) -> int:
 
 def test_links_to_one_agent_hold_its_limit_in_any_order(tmp_path: Path, database_url: str | None) -> None:
     async def case(engine: AsyncEngine) -> None:
-        user, ws = await UserStore(engine).create("links@example.com")
+        user, ws = await UserStore(engine).create(f"links-{tmp_path.name}@example.com")
         agents, files = AgentStore(engine), FileStore(engine, Quotas(1000, 10**12, agent_max_files=2))
         for n in range(ROUNDS):
             agent = await agents.create(AgentSpec(title=f"limit {n}"), ws.id)
@@ -83,7 +83,7 @@ def test_links_to_one_agent_hold_its_limit_in_any_order(tmp_path: Path, database
 
 def test_a_file_deleted_while_it_is_linked(tmp_path: Path, database_url: str | None) -> None:
     async def case(engine: AsyncEngine) -> None:
-        user, ws = await UserStore(engine).create("gone@example.com")
+        user, ws = await UserStore(engine).create(f"gone-{tmp_path.name}@example.com")
         agents, files = AgentStore(engine), FileStore(engine, Quotas(1000, 10**12, agent_max_files=100))
         for n in range(ROUNDS):
             agent = await agents.create(AgentSpec(title=f"gone {n}"), ws.id)
@@ -97,7 +97,7 @@ def test_a_file_deleted_while_it_is_linked(tmp_path: Path, database_url: str | N
 
 def test_a_signed_upload_registered_twice_at_once_is_one_file(tmp_path: Path, database_url: str | None) -> None:
     async def case(engine: AsyncEngine) -> None:
-        user, ws = await UserStore(engine).create("register@example.com")
+        user, ws = await UserStore(engine).create(f"register-{tmp_path.name}@example.com")
         files = FileStore(engine, Quotas(1000, 10**12, 100))
         for n in range(ROUNDS):
             upload = await files.create_upload(
@@ -106,7 +106,7 @@ def test_a_signed_upload_registered_twice_at_once_is_one_file(tmp_path: Path, da
             )  # fmt: skip
             fields: dict[str, Any] = {
                 "workspace_id": ws.id, "user_id": user.id, "filename": "f.txt", "size": 1,
-                "content_type": "text/plain", "storage_key": upload.object_path, "process": True,
+                "content_type": "text/plain", "storage_key": upload.object_path, "process": False,
                 "upload_id": upload.id,
             }  # fmt: skip
             results = await _gather(*(files.create(**fields) for _ in range(2)))
@@ -118,7 +118,7 @@ def test_a_signed_upload_registered_twice_at_once_is_one_file(tmp_path: Path, da
 
 def test_webhooks_of_one_agent_hold_their_limit(tmp_path: Path, database_url: str | None) -> None:
     async def case(engine: AsyncEngine) -> None:
-        user, ws = await UserStore(engine).create("hooks@example.com")
+        user, ws = await UserStore(engine).create(f"hooks-{tmp_path.name}@example.com")
         agents, hooks = AgentStore(engine), WebhookStore(engine)
         for n in range(ROUNDS // 2):
             agent = await agents.create(AgentSpec(title=f"hooks {n}"), ws.id)
@@ -133,7 +133,7 @@ def test_webhooks_of_one_agent_hold_their_limit(tmp_path: Path, database_url: st
 
 def test_a_memory_added_while_its_collection_is_deleted(tmp_path: Path, database_url: str | None) -> None:
     async def case(engine: AsyncEngine) -> None:
-        user, _ws = await UserStore(engine).create("memories@example.com")
+        user, _ws = await UserStore(engine).create(f"memories-{tmp_path.name}@example.com")
         memories = MemoryStore(engine)
         for n in range(ROUNDS):
             collection = await memories.create_collection(user.id, f"race {n}")
@@ -148,7 +148,7 @@ def test_a_memory_added_while_its_collection_is_deleted(tmp_path: Path, database
 
 def test_agents_created_at_once_with_one_title_get_their_own_slugs(tmp_path: Path, database_url: str | None) -> None:
     async def case(engine: AsyncEngine) -> None:
-        _user, ws = await UserStore(engine).create("slugs@example.com")
+        _user, ws = await UserStore(engine).create(f"slugs-{tmp_path.name}@example.com")
         agents = AgentStore(engine)
         for n in range(ROUNDS // 2):
             results = await _gather(*(agents.create(AgentSpec(title=f"Support bot {n}"), ws.id) for _ in range(3)))
@@ -161,9 +161,9 @@ def test_agents_created_at_once_with_one_title_get_their_own_slugs(tmp_path: Pat
 def test_a_member_added_twice_at_once(tmp_path: Path, database_url: str | None) -> None:
     async def case(engine: AsyncEngine) -> None:
         users = UserStore(engine)
-        _owner, ws = await users.create("owner@example.com")
+        _owner, ws = await users.create(f"owner-{tmp_path.name}@example.com")
         for n in range(ROUNDS):
-            member, _ = await users.create(f"member-{n}@example.com")
+            member, _ = await users.create(f"member-{n}-{tmp_path.name}@example.com")
             results = await _gather(users.add_member(ws.id, member.id, "member"), users.add_member(ws.id, member.id))
             assert not _unexpected(results), results
 

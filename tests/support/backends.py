@@ -37,14 +37,14 @@ async def _admin(url: str, statement: str) -> None:
 
 def terminate_connections(url: str) -> int:
     """End every connection to ``url``'s database but this one, as a restart of the database
-    server does; how many were ended."""
+    server does, and wait until their processes have exited; how many were ended."""
 
     async def terminate() -> int:
         import asyncpg
 
         conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
         try:
-            sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            sql = ("SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
             return int(await conn.fetchval(sql))
         finally:

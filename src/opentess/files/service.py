@@ -248,10 +248,12 @@ class FilesService:
             raise InvalidInput({"object_path": ["The object_path is not one this server signed."]}) from None
         upload = await self.store.upload_by_path(object_path, workspace_id)
         if upload is None:
-            # registered already (a client retrying after a lost answer): the file it became
-            registered = await self.store.registered(object_path, workspace_id)
-            if registered is not None:
-                return registered
+            # registered already (a client retrying after a lost answer): the file it became;
+            # only signed uploads' keys (``uploads/…``), not those of files uploaded directly
+            if object_path.startswith("uploads/"):
+                registered = await self.store.registered(object_path, workspace_id)
+                if registered is not None:
+                    return registered
             raise InvalidInput({"object_path": ["The object_path is not one this server signed (or it expired)."]})
         try:
             size = await self.storage.size(object_path)
