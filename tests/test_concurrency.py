@@ -166,5 +166,8 @@ def test_a_member_added_twice_at_once(tmp_path: Path, database_url: str | None) 
             member, _ = await users.create(f"member-{n}-{tmp_path.name}@example.com")
             results = await _gather(users.add_member(ws.id, member.id, "member"), users.add_member(ws.id, member.id))
             assert not _unexpected(results), results
+            assert [(m.user_id, m.role) for m in await users.members(ws.id) if m.user_id == member.id] == [
+                (member.id, "member")
+            ]
 
     _run(tmp_path, database_url, case)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,6 +34,9 @@ def is_foreign_key_error(exc: IntegrityError) -> bool:
     return "foreign key" in text
 
 
-def is_unique_error(exc: IntegrityError) -> bool:
-    text = str(exc.orig).lower()
-    return "unique" in text or "duplicate key" in text
+def conflict_insert(dialect_name: str, table: Any) -> Any:
+    """``INSERT`` of the database's dialect, the one that takes ``ON CONFLICT`` (DO NOTHING / DO
+    UPDATE): a row written by a concurrent request is not an error."""
+    if dialect_name == "postgresql":
+        return pg_insert(table)
+    return sqlite_insert(table)

@@ -17,13 +17,11 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, func, insert, literal_column, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opentess.clock import utcnow
-from opentess.db.locking import is_foreign_key_error, lock_parent
+from opentess.db.locking import conflict_insert, is_foreign_key_error, lock_parent
 from opentess.db.models import Agent, Workspace
 from opentess.errors import FileNotFound, InvalidInput, PayloadTooLarge
 from opentess.files.tables import AgentFile, File, FileChunk, FileUpload
@@ -349,10 +347,7 @@ class FileStore:
             async with self.engine.begin() as conn:
                 await lock_parent(conn, Agent.id, agent_id)
                 # the first write (SQLite: it takes the write lock, so the count below is exact)
-                if self.postgres:
-                    add: Any = pg_insert(AgentFile).on_conflict_do_nothing()
-                else:
-                    add = sqlite_insert(AgentFile).on_conflict_do_nothing()
+                add = conflict_insert(conn.dialect.name, AgentFile).on_conflict_do_nothing()
                 rows = [{"agent_id": agent_id, "file_id": f, "created_at": now} for f in sorted(set(file_ids))]
                 if rows:
                     await conn.execute(add, rows)

@@ -129,13 +129,13 @@ class AgentStore:
                             .returning(Agent.id)
                         )
                     ).scalar_one()
-                return await self.get(agent_id)
+                break
             except IntegrityError as exc:
                 # a derived slug that a concurrent create took between the look and the insert:
                 # look again for the next free one
                 if spec.slug or attempt == SLUG_ATTEMPTS:
                     raise _slug_taken(spec.slug or slugify(spec.title)) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self.get(agent_id)
 
     @staticmethod
     async def _free_slug(conn: AsyncConnection, workspace_id: int, base: str) -> str:

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opentess.clock import utcnow
+from opentess.db.locking import conflict_insert
 from opentess.db.models import Membership, User, Workspace
 from opentess.errors import Conflict, Forbidden, InvalidInput, NotFound
 
@@ -158,9 +157,8 @@ class UserStore:
         now = utcnow()
         # one statement (an update, then an insert when nothing was updated, let two concurrent
         # adds both insert, the second failing on the key)
-        dialect_insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         upsert = (
-            dialect_insert(Membership)
+            conflict_insert(self._engine.dialect.name, Membership)
             .values(user_id=user_id, workspace_id=workspace_id, role=role, created_at=now)
             .on_conflict_do_update(index_elements=[Membership.user_id, Membership.workspace_id], set_={"role": role})
         )

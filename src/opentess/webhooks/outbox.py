@@ -27,11 +27,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opentess.clock import utcnow
+from opentess.db.locking import conflict_insert
 from opentess.db.models import Execution
 from opentess.jobs import JobQueue, enqueue
 from opentess.store.executions import ACTIVE, TERMINAL
@@ -54,10 +53,9 @@ _OF_WEBHOOK = and_(
 
 async def _insert_delivery(conn: AsyncConnection, webhook_id: int, execution_id: int) -> int | None:
     """A new pending delivery, or None when one exists already (written by another path)."""
-    insert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
     stmt = (
-        insert(WebhookDelivery)
+        conflict_insert(conn.dialect.name, WebhookDelivery)
         .values(
             webhook_id=webhook_id, execution_id=execution_id, message_id=f"msg_{uuid.uuid4().hex}",
             status="pending", attempts=0, created_at=now, updated_at=now,
