@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -104,3 +105,116 @@ def test_a_failing_call_says_why_in_either_log_format(
         line = access[0]
         assert " POST /agents/" in line and " 502 " in line and " ms" in line
         assert "execution_id=" in line and "error=" in line and " WARNING " in line
+
+
+def test_pending_metrics_expose_what_prometheus_client_would() -> None:
+    """A single process counts its per-request samples itself and hands them to
+    prometheus_client when /metrics is read: the exposition is the one prometheus_client makes
+    from the same samples observed one by one (bucket edges included)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from opentess import metrics
+
+    values = [0.0, 0.0005, 0.0005001, 0.001, 0.003, 0.25, 0.2500001, 7.0, 60.0, 121.0, -1.0]
+
+    def exposition(pending: bool) -> bytes:
+        registry = CollectorRegistry()
+        histogram = Histogram("h", "h", ["route"], buckets=metrics._LATENCY, registry=registry)
+        counter = Counter("c", "c", ["route"], registry=registry)
+        h: Any
+        c: Any
+        if pending:
+            h, c = metrics._PendingHistogram(histogram.labels("r")), metrics._PendingCounter(counter.labels("r"))
+        else:
+            h, c = histogram.labels("r"), counter.labels("r")
+        for value in values:
+            h.observe(value)
+            c.inc(2)
+        if pending:
+            h.flush()
+            c.flush()
+            h.flush()  # a second flush hands nothing over twice
+            c.flush()
+        return b"\n".join(line for line in generate_latest(registry).splitlines() if b"_created" not in line)
+
+    assert exposition(pending=True) == exposition(pending=False)
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics._PendingCounter(None).inc(-1)
+
+
+def test_the_agent_record_finds_the_first_question_of_a_name() -> None:
+    from datetime import datetime
+
+    from opentess.questions import Question
+    from opentess.store.agents import AgentRecord
+
+    first = Question(type="text", name="tone", default="calm")
+    agent = AgentRecord(1, 1, "t", "t", "", "", "private", 1, "chat", "", [first, Question(type="text", name="tone")],
+                        datetime(2026, 1, 1), datetime(2026, 1, 1))  # fmt: skip
+    assert agent.question("tone") is first
+    assert agent.question("missing") is None
+
+
+def test_utcnow_is_naive_utc_to_the_microsecond() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from opentess.clock import utcnow
+
+    before = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
+    after = datetime.now(UTC).replace(tzinfo=None)
+    assert now.tzinfo is None
+    # the two clocks are read a moment apart; neither may be ahead of the other by more than that
+    assert before - timedelta(milliseconds=1) <= now <= after + timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_exception_handling_answers_once(late: bool) -> None:
+    """The leaner exception middleware answers a handled error in the route's format; one
+    raised after the answer began is not answered a second time (the outermost middleware logs
+    it and the connection ends), as Starlette's own middleware does; sync handlers run too."""
+    import asyncio
+
+    from starlette.middleware.exceptions import ExceptionMiddleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.types import Message, Receive, Scope, Send
+
+    from opentess.api.errors import ExceptionHandling, render
+    from opentess.api.observability import Observability
+    from opentess.errors import NotFound, OpentessError
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/sync":
+            raise KeyError("k")
+        if late:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise NotFound("Not found")
+
+    async def domain(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OpentessError)
+        return render(request.url.path, exc)
+
+    def sync(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("sync", status_code=418)
+
+    stock = ExceptionMiddleware(app, handlers={OpentessError: domain, KeyError: sync})
+    chain = Observability(ExceptionHandling.replacing(stock))
+
+    def call(path: str) -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
+                 "query_string": b"", "headers": [], "scheme": "http", "server": ("t", 80)}  # fmt: skip
+        asyncio.run(chain(scope, receive, send))
+        return sent
+
+    starts = [m for m in call("/agents/1") if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == ([200] if late else [404])
+    assert [m["status"] for m in call("/sync") if m["type"] == "http.response.start"] == [418]

@@ -1,10 +1,18 @@
 """Prometheus metrics. With several worker processes (``serve --workers N``) every process writes
 its samples to PROMETHEUS_MULTIPROC_DIR and ``/metrics`` adds them up, so any process answers
-for all of them."""
+for all of them.
+
+The per-request samples (``child``) of a single process are counted in plain attributes and
+handed to prometheus_client when ``/metrics`` is read: a prometheus_client sample takes a lock
+per value (a histogram observation two, after a walk of its buckets), and a request records
+six of them — ~4 µs of the hot route's ~150 µs of CPU on the event loop (measured in-process,
+prometheus_client 0.26). With several processes each sample is written through at once, as
+the exposition of every process must be current whichever process answers ``/metrics``."""
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
@@ -52,17 +60,75 @@ LOCAL_TOKENS = Counter("opentess_local_generated_tokens", "Tokens a local model 
 UPSTREAM_ERRORS = Counter("opentess_upstream_errors", "Failed upstream calls by model and kind", ["model", "kind"])
 
 
+class _PendingCounter:
+    """A counter child's increments not yet handed to prometheus_client."""
+
+    __slots__ = ("pending", "real")
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.pending = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            amount, self.pending = self.pending, 0.0
+            self.real.inc(amount)
+
+
+class _PendingHistogram:
+    """A histogram child's observations not yet handed to prometheus_client: a count per bucket
+    and their sum (prometheus_client's own bucket rule: the first upper bound ≥ the value)."""
+
+    __slots__ = ("bounds", "counts", "real", "total")
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.bounds: list[float] = list(real._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, [0] * len(self.bounds)
+        if any(counts):
+            for bucket, count in zip(self.real._buckets, counts, strict=True):
+                if count:
+                    bucket.inc(count)
+            self.real._sum.inc(self.total)
+            self.total = 0.0
+
+
 _CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 
 def child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, kept: labels() validates, builds a key and takes a lock on every
-    call, several times per request. Label values here are bounded (routes, models, statuses)."""
+    """``metric.labels(*labels)`` for a sample (``inc`` or ``observe``), kept: labels()
+    validates, builds a key and takes a lock on every call. Label values here are bounded
+    (routes, models, statuses). In a single process the samples are pending until ``render``
+    (the module docstring)."""
     key = (metric, labels)
     found = _CHILDREN.get(key)
     if found is None:
-        found = _CHILDREN[key] = metric.labels(*labels)
+        found = metric.labels(*labels)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            found = _PendingHistogram(found) if isinstance(metric, Histogram) else _PendingCounter(found)
+        _CHILDREN[key] = found
     return found
+
+
+def flush() -> None:
+    """Hand every pending sample of this process to prometheus_client."""
+    for found in list(_CHILDREN.values()):
+        if isinstance(found, _PendingCounter | _PendingHistogram):
+            found.flush()
 
 
 def render() -> tuple[bytes, str]:
@@ -71,4 +137,5 @@ def render() -> tuple[bytes, str]:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
+    flush()
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -27,7 +27,7 @@ from opentess.api import files as api_files
 from opentess.api import memories as api_memories
 from opentess.api import webhooks as api_webhooks
 from opentess.api.boundary import RequestBoundary
-from opentess.api.deps import AppState
+from opentess.api.deps import STATE_ATTRIBUTE, AppState
 from opentess.api.observability import Observability
 from opentess.api.schemas import install_openapi
 from opentess.auth import Authenticator
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 state.runner.register(kind)
             service.sources.extend(found.context_sources)
         app.state.opentess = state
+        setattr(app, STATE_ATTRIBUTE, state)  # the fast path of opentess.api.deps.app_state
         if await pending_migrations(engine):
             # `opentess serve` refuses this; an app started another way stays unready (/readyz)
             log.error("the database schema is not current; run `opentess migrate`")
@@ -155,12 +156,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 class OpentessAPI(FastAPI):
     """FastAPI without the layers of its own that every request would cross for nothing here:
-    OpenTelemetry's exception hook (its telemetry is off: opentess exports Prometheus metrics),
-    its body-size limiter (opentess.api.boundary enforces the limit, answering in the route's
-    wire format) and the exit stack its routes need (they open it themselves:
-    opentess.api.routing). Every other layer — the server-error guard, the user middleware,
-    exception handling — is FastAPI's own. Each layer is crossed again at every await of a
-    request that suspends, so they add up (measured on the hot route: bench/README.md)."""
+    Starlette's server-error guard (the outermost user middleware, opentess.api.observability,
+    is the error boundary: it logs and answers whatever no handler took, so the guard never saw
+    an exception), OpenTelemetry's exception hook (its telemetry is off: opentess exports
+    Prometheus metrics), its body-size limiter (opentess.api.boundary enforces the limit,
+    answering in the route's wire format) and the exit stack its routes need (they open it
+    themselves: opentess.api.routing); and with Starlette's exception middleware replaced by
+    a leaner one with the same handlers (opentess.api.errors.ExceptionHandling). The user
+    middleware and the router are the framework's own. Each layer is crossed again at every
+    await of a request that suspends, so they add up (measured on the hot route:
+    bench/README.md)."""
+
+    opentess_state: AppState | None = None  # set by the lifespan (opentess.api.deps.app_state)
 
     def build_middleware_stack(self) -> ASGIApp:
         if self.max_body_size is not None:  # pragma: no cover - opentess never sets it
@@ -170,17 +177,21 @@ class OpentessAPI(FastAPI):
             stack = super().build_middleware_stack()
         finally:
             self.user_middleware = saved
-        return _without(stack, _UNUSED_LAYERS)
+        return errors.with_exception_handling(_without(stack, _UNUSED_LAYERS))
 
 
-# by name: they are private to FastAPI (0.16x); with a FastAPI that lacks them, nothing is removed.
-# The exit stack is opened by each FastAPI route instead (opentess.api.routing).
-_UNUSED_LAYERS = frozenset({"ExceptionTelemetryMiddleware", "AppBodyLimitMiddleware", "AsyncExitStackMiddleware"})
+# by name: they are private to Starlette/FastAPI (0.16x); with one that lacks them, nothing is
+# removed. The exit stack is opened by each FastAPI route instead (opentess.api.routing).
+_UNUSED_LAYERS = frozenset(
+    {"ServerErrorMiddleware", "ExceptionTelemetryMiddleware", "AppBodyLimitMiddleware", "AsyncExitStackMiddleware"}
+)
 
 
 def _without(app: ASGIApp, names: frozenset[str]) -> ASGIApp:
     """The middleware chain ``app`` (each layer holds the next as ``.app``) without the layers
-    whose class is named in ``names``."""
+    whose class is named in ``names`` (the outermost one included)."""
+    while type(app).__name__ in names:
+        app = app.app  # type: ignore[attr-defined]
     node: Any = app
     while node is not None:
         while type(getattr(node, "app", None)).__name__ in names:

@@ -42,8 +42,18 @@ class AppState:
     capabilities: dict[str, Capability] = field(default_factory=dict)
 
 
+STATE_ATTRIBUTE = "opentess_state"
+
+
 def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.opentess
+    """The server's objects. Read from a plain attribute of the app, which the lifespan sets
+    beside ``app.state.opentess``: Starlette's ``State`` finds its items only after a failed
+    attribute lookup (an exception made and dropped), on every request."""
+    app = request.scope["app"]
+    state: AppState | None = getattr(app, STATE_ATTRIBUTE, None)
+    if state is None:
+        state = app.state.opentess
+    assert state is not None
     return state
 
 

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opentess import metrics
-from opentess.api.errors import note_failure, render_unexpected
+from opentess.api.errors import ANSWERED, note_failure, render_unexpected
 
 log = logging.getLogger("opentess.access")
 log_boundary = logging.getLogger("opentess.api")
@@ -41,6 +41,8 @@ CLIENT_CLOSED = 499
 class Observability:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # the metric children of each (route, method, status): one lookup per request
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,6 +67,7 @@ class Observability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                state[ANSWERED] = True
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
@@ -86,9 +89,15 @@ class Observability:
     def _record(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, duration: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
-        requests = metrics.child(metrics.REQUESTS, template, scope["method"], str(status))
-        seconds = metrics.child(metrics.REQUEST_SECONDS, template)
-        overhead = metrics.child(metrics.OVERHEAD_SECONDS, template)
+        key = (template, scope["method"], status)
+        found = self._metrics.get(key)
+        if found is None:
+            found = self._metrics[key] = (
+                metrics.child(metrics.REQUESTS, template, scope["method"], str(status)),
+                metrics.child(metrics.REQUEST_SECONDS, template),
+                metrics.child(metrics.OVERHEAD_SECONDS, template),
+            )
+        requests, seconds, overhead = found
         requests.inc()
         seconds.observe(duration)
         execution = state.get("execution")

@@ -114,11 +114,20 @@ def _int(body: dict[str, Any], key: str, minimum: int) -> int | None:
     return value
 
 
+# the parameters parsed into Sampling; a body with none of them (most) shares one Sampling
+_SAMPLING_KEYS = frozenset(
+    {"max_completion_tokens", "max_tokens", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"}
+)
+_NO_SAMPLING = Sampling()
+
+
 def parse_request(body: dict[str, Any]) -> tuple[ExecutionRequest, bool, bool]:
-    """(the execution request, stream?, include usage chunk?) or BadRequest naming the parameter."""
-    for key, allowed in _NEUTRAL.items():
-        if key in body and body[key] not in allowed:
-            raise _bad(f"{key}={body[key]!r} is not supported by this endpoint.", key)
+    """(the execution request, stream?, include usage chunk?) or BadRequest naming the parameter.
+    Each optional parameter is looked at only when it is present: this runs on every call."""
+    if not _NEUTRAL.keys().isdisjoint(body):
+        for key, allowed in _NEUTRAL.items():
+            if key in body and body[key] not in allowed:
+                raise _bad(f"{key}={body[key]!r} is not supported by this endpoint.", key)
     fmt = body.get("response_format")
     if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
         raise _bad('Only response_format {"type": "text"} is supported.', "response_format")
@@ -133,6 +142,42 @@ def parse_request(body: dict[str, Any]) -> tuple[ExecutionRequest, bool, bool]:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise _bad("stream_options must be an object.", "stream_options")
+    sampling = _sampling(body) if not _SAMPLING_KEYS.isdisjoint(body) else _NO_SAMPLING
+    root = body.get("root_id")
+    if root in ("", 0, "0"):  # clients send 0 or "" for "no conversation"
+        root = None
+    if root is not None:
+        root = parse_id(root)
+        if root is None:
+            raise _bad("root_id must be the id of an earlier execution (a positive integer).", "root_id")
+    temperature = body.get("temperature")
+    if isinstance(temperature, bool):
+        raise _bad("temperature must be a number.", "temperature")
+    file_ids: list[int] = []
+    collections: list[int] = []
+    if "file_ids" in body or "memory_collections" in body:
+        id_errors: dict[str, list[str]] = {}
+        file_ids = id_list(body.get("file_ids"), "file_ids", id_errors)
+        collections = id_list(body.get("memory_collections"), "memory_collections", id_errors)
+        if id_errors:
+            name, problems = next(iter(id_errors.items()))
+            raise _bad(problems[0], name)
+    request = ExecutionRequest(
+        messages=parse_messages(body.get("messages")),
+        file_ids=file_ids,
+        memory_collections=collections,
+        fields=body,
+        sampling=sampling,
+        temperature=temperature,
+        model=body.get("model"),
+        tools=body.get("tools"),
+        root_id=root,
+        lenient_model=True,
+    )
+    return request, stream, bool(options.get("include_usage"))
+
+
+def _sampling(body: dict[str, Any]) -> Sampling:
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -148,17 +193,7 @@ def parse_request(body: dict[str, Any]) -> tuple[ExecutionRequest, bool, bool]:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _bad("seed must be an integer.", "seed")
-    root = body.get("root_id")
-    if root in ("", 0, "0"):  # clients send 0 or "" for "no conversation"
-        root = None
-    if root is not None:
-        root = parse_id(root)
-        if root is None:
-            raise _bad("root_id must be the id of an earlier execution (a positive integer).", "root_id")
-    temperature = body.get("temperature")
-    if isinstance(temperature, bool):
-        raise _bad("temperature must be a number.", "temperature")
-    sampling = Sampling(
+    return Sampling(
         max_tokens=max_tokens,
         top_p=_number(body, "top_p", 0, 1),
         stop=tuple(stops),
@@ -166,25 +201,6 @@ def parse_request(body: dict[str, Any]) -> tuple[ExecutionRequest, bool, bool]:
         presence_penalty=_number(body, "presence_penalty", -2, 2),
         frequency_penalty=_number(body, "frequency_penalty", -2, 2),
     )
-    id_errors: dict[str, list[str]] = {}
-    file_ids = id_list(body.get("file_ids"), "file_ids", id_errors)
-    collections = id_list(body.get("memory_collections"), "memory_collections", id_errors)
-    if id_errors:
-        name, problems = next(iter(id_errors.items()))
-        raise _bad(problems[0], name)
-    request = ExecutionRequest(
-        messages=parse_messages(body.get("messages")),
-        file_ids=file_ids,
-        memory_collections=collections,
-        fields=body,
-        sampling=sampling,
-        temperature=temperature,
-        model=body.get("model"),
-        tools=body.get("tools"),
-        root_id=root,
-        lenient_model=True,
-    )
-    return request, stream, bool(options.get("include_usage"))
 
 
 def _usage(result: ExecutionResult) -> dict[str, int]:
@@ -216,7 +232,7 @@ class ChatCompletions:
         live = await service.start(
             principal, agent_id, execution_request, source="openai", chat_only=True, complete_early=not stream
         )
-        request.state.execution = live
+        request.scope["state"]["execution"] = live  # for the request's log line and metrics
         completion_id = "chatcmpl-" + next_request_id()[8:]
         created = int(time.time())
         model = live.plan.model

@@ -88,13 +88,23 @@ class LiveExecution:
         self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._on_end: list[Callable[[LiveExecution], Awaitable[None] | None]] = []
-        self.ended = asyncio.Event()
+        self._ended: asyncio.Event | None = None  # made when first asked for: most runs are never waited on
+        self._over = False
         self.model_seconds = 0.0  # time spent waiting on the model, for the overhead metric
         self._began = time.perf_counter()
         self._early: asyncio.Future[tuple[str, Completion]] | None = None
         self._early_began = 0.0
         # what the program records (steps, sources, their credits); None for one model call
         self.record: RunRecord | None = RunRecord() if plan.program is not None else None
+
+    @property
+    def ended(self) -> asyncio.Event:
+        """Set once the run has stored its end."""
+        if self._ended is None:
+            self._ended = asyncio.Event()
+            if self._over:
+                self._ended.set()
+        return self._ended
 
     @property
     def output(self) -> str:
@@ -317,7 +327,9 @@ class LiveExecution:
         metrics.child(metrics.EXECUTION_SECONDS, self.plan.model, self.status).observe(seconds)
         if self._timer is not None:
             self._timer.cancel()
-        self.ended.set()
+        self._over = True
+        if self._ended is not None:
+            self._ended.set()
         callbacks, self._on_end = self._on_end, []
         for callback in callbacks:
             try:

@@ -205,7 +205,7 @@ class ExecutionService:
             raise InvalidInput(
                 {"messages": [f"At most {limit} messages are accepted; {len(request.messages)} were sent."]}
             )
-        chars = sum(len(m["content"]) for m in request.messages)
+        chars = _chars(request.messages)
         if chars > self.settings.max_input_chars:
             raise PayloadTooLarge(
                 f"The messages hold {chars} characters; the limit is {self.settings.max_input_chars}.",
@@ -215,9 +215,9 @@ class ExecutionService:
     def _check_total(self, system_message: list[dict[str, str]], draft: ContextDraft) -> None:
         """Everything sent to the model counts against ``max_input_chars``: a conversation that
         has grown past it is refused (start a new one), never silently cut."""
-        system = sum(len(m["content"]) for m in system_message)
-        past = sum(len(m["content"]) for m in draft.history)
-        new = sum(len(m["content"]) for m in draft.turns)
+        system = _chars(system_message)
+        past = _chars(draft.history) if draft.history else 0
+        new = _chars(draft.turns)
         limit = self.settings.max_input_chars
         if system + past + new > limit:
             raise PayloadTooLarge(
@@ -367,6 +367,12 @@ class ExecutionService:
 
     async def shutdown(self) -> None:
         await self.registry.shutdown()
+
+
+def _chars(messages: list[dict[str, str]]) -> int:
+    """The characters of the messages' contents (a list, not a generator: this runs on every
+    call, and a generator is resumed once per message)."""
+    return sum([len(m["content"]) for m in messages])
 
 
 def _end_not_stored() -> ServiceUnavailable:

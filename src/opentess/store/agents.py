@@ -3,7 +3,7 @@ stay readable."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,14 @@ class AgentRecord:
     created_at: datetime
     updated_at: datetime
     max_tokens: int | None = None
+    # the questions by name (the first of a name), for the lookups every execution makes
+    _by_name: dict[str, Question] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, Question] = {}
+        for q in self.questions:
+            by_name.setdefault(q.name, q)
+        object.__setattr__(self, "_by_name", by_name)
 
     def spec(self) -> AgentSpec:
         """The definition this agent was saved from (for partial updates)."""
@@ -46,10 +54,7 @@ class AgentRecord:
         )  # fmt: skip
 
     def question(self, name: str) -> Question | None:
-        for q in self.questions:
-            if q.name == name:
-                return q
-        return None
+        return self._by_name.get(name)
 
 
 def _record(row: Any) -> AgentRecord:
