@@ -218,3 +218,31 @@ def test_exception_handling_answers_once(late: bool) -> None:
     starts = [m for m in call("/agents/1") if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] == ([200] if late else [404])
     assert [m["status"] for m in call("/sync") if m["type"] == "http.response.start"] == [418]
+
+
+def test_the_hot_route_reads_a_body_in_pieces_and_hears_a_disconnect() -> None:
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+    from starlette.types import Message
+
+    from opentess.api.bodies import receive_body
+
+    def channel(*messages: Message) -> Any:
+        pending = list(messages)
+
+        async def receive() -> Message:
+            return pending.pop(0)
+
+        return receive
+
+    pieces = channel(
+        {"type": "http.request", "body": b'{"a"', "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b": 1}", "more_body": False},
+    )
+    assert asyncio.run(receive_body(pieces)) == b'{"a": 1}'
+    assert asyncio.run(receive_body(channel({"type": "http.request"}))) == b""
+    gone = channel({"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"})
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(receive_body(gone))

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Scope
 
 from opentess.auth import Authenticator, Principal
 from opentess.capabilities import Capability
@@ -46,10 +47,15 @@ STATE_ATTRIBUTE = "opentess_state"
 
 
 def app_state(request: Request) -> AppState:
-    """The server's objects. Read from a plain attribute of the app, which the lifespan sets
-    beside ``app.state.opentess``: Starlette's ``State`` finds its items only after a failed
-    attribute lookup (an exception made and dropped), on every request."""
-    app = request.scope["app"]
+    """The server's objects."""
+    return state_of(request.scope)
+
+
+def state_of(scope: Scope) -> AppState:
+    """The server's objects, from a request's scope. Read from a plain attribute of the app,
+    which the lifespan sets beside ``app.state.opentess``: Starlette's ``State`` finds its items
+    only after a failed attribute lookup (an exception made and dropped), on every request."""
+    app = scope["app"]
     state: AppState | None = getattr(app, STATE_ATTRIBUTE, None)
     if state is None:
         state = app.state.opentess

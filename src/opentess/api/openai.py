@@ -20,8 +20,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from opentess.api import routing, schemas, wire
-from opentess.api.bodies import read_json_object
-from opentess.api.deps import AppState, app_state, authenticate
+from opentess.api.bodies import json_object, receive_body
+from opentess.api.deps import AppState, app_state, authenticate, state_of
 from opentess.api.errors import json_response, note_failure, openai_error, render
 from opentess.api.observability import next_request_id
 from opentess.api.sse import EventStreamResponse, unless_disconnected
@@ -219,25 +219,32 @@ class ChatCompletions:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self.route
-        request = Request(scope, receive)
-        response = await self.handle(scope["path_params"]["agent_id"], request, app_state(request))
+        response = await self.handle(scope["path_params"]["agent_id"], scope, receive, state_of(scope))
         await response(scope, receive, send)
 
-    async def handle(self, agent_id: int, request: Request, state: AppState) -> Response:
-        """Parse, execute, encode."""
-        principal = await authenticate(request, state)
-        body = await read_json_object(request)
+    async def handle(self, agent_id: int, scope: Scope, receive: Receive, state: AppState) -> Response:
+        """Parse, execute, encode. The headers and the body are read from the ASGI scope and
+        channel directly: a Starlette request object would cost more than the route needs."""
+        authorization = workspace = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette's headers give it
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif name == b"x-workspace-id" and workspace is None:
+                workspace = value.decode("latin-1")
+        principal = await state.auth.authenticate(authorization, workspace)
+        body = json_object(await receive_body(receive))
         execution_request, stream, include_usage = parse_request(body)
         service = state.service
         live = await service.start(
             principal, agent_id, execution_request, source="openai", chat_only=True, complete_early=not stream
         )
-        request.scope["state"]["execution"] = live  # for the request's log line and metrics
+        scope["state"]["execution"] = live  # for the request's log line and metrics
         completion_id = "chatcmpl-" + next_request_id()[8:]
         created = int(time.time())
         model = live.plan.model
         if not stream:
-            result = await unless_disconnected(request.receive, service.complete(live))
+            result = await unless_disconnected(receive, service.complete(live))
             if result is None:  # the client left; the execution is stored as cancelled
                 return Response(status_code=499)
             return json_response(
@@ -260,7 +267,6 @@ class ChatCompletions:
                     "agent_response": wire.agent_response(live, result),
                 },
             )
-        scope = request.scope
         return EventStreamResponse(
             _chunks(live, service.stream(live), completion_id, created, model, include_usage),
             keepalive_s=state.settings.sse_keepalive_s,
