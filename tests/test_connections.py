@@ -164,6 +164,17 @@ def test_connections_past_the_cap_are_refused_clearly_and_the_server_recovers(
                     break
                 time.sleep(0.05)
             assert refused.startswith(b"HTTP/1.1 503") and b"Too many open connections" in refused
+            # a client that sends its request before reading gets the answer and a clean close,
+            # not a reset (the server reads and drops what it sends before closing): an HTTP
+            # client that sees the reset reports it instead of the 503
+            for _ in range(20):
+                with connect(server) as eager:
+                    eager.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                    time.sleep(0.05)  # the server's answer and its close arrive before the client reads
+                    data = b""
+                    while chunk := eager.recv(65536):  # ConnectionResetError fails the test
+                        data += chunk
+                    assert data.startswith(b"HTTP/1.1 503")
         finally:
             for sock in held:
                 sock.close()

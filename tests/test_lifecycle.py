@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
@@ -65,3 +66,31 @@ def test_shutdown_cancels_background_runs(world: World, upstream: FakeUpstream) 
     assert stored["status"] == "cancelled"
     assert stored["error"] == "cancelled: the server shut down"
     assert str(stored["output"]).startswith("0 ")
+
+
+def test_the_garbage_of_a_burst_is_collected_once_the_server_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full collection stops the event loop: it runs only after a whole quiet period that
+    followed requests — never while requests keep coming, never twice for one burst."""
+    import asyncio
+
+    from opentess import server
+
+    collected: list[int] = []
+    served = [0]
+    monkeypatch.setattr(server, "TRIM_EVERY_S", 0.0)
+    monkeypatch.setattr(server, "_malloc_trim", None)  # each look is then one turn of the loop
+    monkeypatch.setattr(server.gc, "collect", lambda *a: collected.append(served[0]) or 0)
+
+    async def go() -> None:
+        task = asyncio.ensure_future(server.release_freed_memory(lambda: served[0]))
+        await asyncio.sleep(0)
+        for _ in range(5):  # busy: a request between every two looks
+            served[0] += 1
+            await asyncio.sleep(0)
+        assert collected == []
+        for _ in range(50):  # quiet
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(go())
+    assert collected == [5]

@@ -98,13 +98,29 @@ def test_a_hostile_template_does_not_hold_other_work() -> None:
 
 
 def test_render_cache_is_bounded_in_bytes() -> None:
-    async def go() -> int:
+    async def go() -> tuple[int, int]:
         async with TemplateSandbox(SandboxLimits(cache_bytes=64 * 1024)) as sandbox:
-            for i in range(200):
-                await sandbox.render("{{ 'x' * 3000 }}{{ n }}", {"n": i})
-            return sandbox._cache.size
+            for i in range(400):
+                await sandbox.render("{{ 'x' * 600 }}{{ n }}", {"n": i})
+            return sandbox._cache.size, len(sandbox._cache._entries)
 
-    assert run(go()) <= 64 * 1024
+    size, entries = run(go())
+    assert size <= 64 * 1024
+    assert entries > 10  # it does cache (each entry is under 1/64 of the cache)
+
+
+def test_a_render_too_large_for_its_share_of_the_cache_is_not_kept() -> None:
+    """A render over 1/64 of the cache is rendered again when asked again: a few of them would
+    fill the cache and stay resident, for a saving that is nothing next to their calls' cost."""
+
+    async def go() -> tuple[int, int]:
+        async with TemplateSandbox(SandboxLimits(cache_bytes=64 * 1024)) as sandbox:
+            await sandbox.render("{{ 'x' * 2000 }}{{ n }}", {"n": 1})
+            large = len(sandbox._cache._entries)
+            await sandbox.render("{{ 'x' * 10 }}{{ n }}", {"n": 1})
+            return large, len(sandbox._cache._entries)
+
+    assert run(go()) == (0, 1)
 
 
 def _spec(instructions: str, *questions: Question) -> AgentSpec:

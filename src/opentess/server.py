@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -50,7 +50,8 @@ class GracefulServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         tune_gc()
-        self._trimmer = asyncio.create_task(release_freed_memory()) if _malloc_trim is not None else None
+        state = self.server_state
+        self._trimmer = asyncio.create_task(release_freed_memory(lambda: state.total_requests))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._trimmer is not None:
@@ -108,31 +109,48 @@ def _glibc(name: str) -> Any:
 _malloc_trim = _glibc("malloc_trim")
 _mallopt = _glibc("mallopt")
 TRIM_EVERY_S = 5.0
-M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
+M_MMAP_THRESHOLD = -3  # mallopt's parameters (malloc.h)
+M_ARENA_MAX = -8
 
 
 def tune_malloc() -> None:
-    """Process-wide allocator tuning for a server process: blocks of 128 KiB and more (a long
-    conversation's strings, a large body) always come from a mapping of their own and go back to
-    the system when freed. By default glibc raises that threshold after the first such block is
-    freed, and the next ones stay in the heap: with bench/attacks.py, its conversation phase
-    (900,000- and 300,000-character turns) left the server 29–31 MiB larger; with this, 1–11 MiB
-    at the phase's end. (Two malloc arenas instead of eight per core were tried too: 4% more CPU
-    per call, so not kept.)"""
+    """Process-wide allocator tuning for a server process, before its threads start:
+
+    - blocks of 128 KiB and more (a long conversation's strings, a large body) always come from
+      a mapping of their own and go back to the system when freed. By default glibc raises that
+      threshold after the first such block is freed, and the next ones stay in the heap: with
+      bench/attacks.py, its conversation phase (900,000- and 300,000-character turns) left the
+      server 29–31 MiB larger; with this, 1–11 MiB at the phase's end;
+    - one malloc arena for every thread instead of up to eight per core: each thread (the
+      database writer, the database driver's, ``to_thread``'s) otherwise keeps the memory it
+      freed in an arena of its own, out of every other thread's reach. bench/attacks.py: the
+      server process 10 s after the load 12.7% above its start with one arena against 16.8%
+      with glibc's default; the hot route's req/s 0.99× (median of 9 interleaved rounds, within
+      noise: nearly all of the server's allocations happen on the event loop's thread)."""
     if _mallopt is not None:
         _mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        _mallopt(M_ARENA_MAX, 1)
 
 
-async def release_freed_memory() -> None:
+async def release_freed_memory(requests: Callable[[], int]) -> None:
     """Give the memory freed after a burst back to the system, every few seconds: glibc keeps
     freed heap memory for reuse. ``malloc_trim(0)`` returns the free pages (0.1 ms when there is
     nothing to return, a few ms after a burst), in a thread (ctypes releases the GIL) so the
-    event loop never waits for it. What a burst leaves beyond that is not Python objects
-    (tracemalloc finds ~1 MB more after 4,000 connections came and went) but the small-object
-    allocator's partly used arenas, which the next burst reuses (docs/security.md)."""
+    event loop never waits for it. Once the server has been quiet for a whole period after
+    serving (``requests``: how many it has received), the cyclic garbage the burst left is
+    collected first — a full collection stops the event loop for some milliseconds, which only a
+    quiet server can spare. What a burst leaves beyond that is the small-object allocator's
+    partly used arenas, which the next burst reuses (docs/security.md)."""
+    seen = collected = requests()
     while True:
         await asyncio.sleep(TRIM_EVERY_S)
-        await asyncio.to_thread(_malloc_trim, 0)
+        now = requests()
+        if now == seen and now != collected:
+            gc.collect()
+            collected = now
+        seen = now
+        if _malloc_trim is not None:
+            await asyncio.to_thread(_malloc_trim, 0)
 
 
 def uvicorn_config(app: Any, settings: Settings, loop: str = "uvloop") -> uvicorn.Config:
@@ -155,9 +173,9 @@ def uvicorn_config(app: Any, settings: Settings, loop: str = "uvloop") -> uvicor
 def run_single(settings: Settings, sock: socket.socket | None = None) -> None:
     from opentess.api.app import create_app
 
-    tune_malloc()
-
-    open_files = raise_open_files_limit(settings.max_connections + 256)
+    tune_malloc()  # again (harmless) for callers other than `opentess serve`, which tunes first
+    # room beyond the cap for the refused connections while they linger (opentess.connections)
+    open_files = raise_open_files_limit(settings.max_connections * 4 + 256)
     if open_files < settings.max_connections + 64:
         log.warning(
             "this process may open %d files; max_connections (%d) cannot be reached",

@@ -306,7 +306,7 @@ class Settings(BaseSettings):
     body_min_rate: int = Field(default=500, ge=1)
     keepalive_timeout_s: float = Field(default=5.0, gt=0)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
-    max_connections: int = Field(default=4096, ge=1)
+    max_connections: int = Field(default=1024, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = "auto"
     redis_url: str | None = None

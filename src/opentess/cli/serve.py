@@ -59,6 +59,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     """Start the API server (migrating and seeding the embedded database on first start)."""
     from opentess import server
 
+    # first: the allocator's settings hold only for threads that start after them, and the
+    # database preparation below starts the driver's threads
+    server.tune_malloc()
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = settings_from(ctx, **overrides)
     setup_logging(settings)

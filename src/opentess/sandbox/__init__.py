@@ -45,6 +45,14 @@ class SandboxLimits:
     cache_bytes: int = 8 * 1024 * 1024
 
 
+# one entry takes at most this share of the cache (128 KiB of the default 8 MiB): the renders a
+# cache saves are the small ones of most calls (a render is one round trip to a child process,
+# ~0.1 ms); a render of hundreds of kilobytes costs its call far more on its way to the model
+# than to render again, and a handful of them would fill the cache and stay resident
+# (bench/attacks.py: 40 renders of 200,000 characters kept the server 8 MiB larger)
+MAX_ENTRY_SHARE = 64
+
+
 class _ByteLRU:
     """Rendered texts by key, evicting the least recently used past ``limit`` bytes."""
 
@@ -60,7 +68,7 @@ class _ByteLRU:
         return value
 
     def put(self, key: tuple[str, bytes], value: str, cost: int) -> None:
-        if cost > self.limit // 16:  # one entry never takes more than a sixteenth of the cache
+        if cost > self.limit // MAX_ENTRY_SHARE:
             return
         old = self._entries.pop(key, None)
         if old is not None:
