@@ -66,11 +66,11 @@ class GuardedProtocol(HttpToolsProtocol):
     whose head and body arrive in one read (nearly all of them) arms none."""
 
     limits = ConnectionLimits()
-    # the guard's state in slots: added to the instance's own dict, these nine grew it to its
+    # the guard's state in slots: added to the instance's own dict, these grew it to its
     # next size (~770 bytes more per connection, measured with tracemalloc under a flood)
     __slots__ = (
         "_body_received", "_body_started", "_body_timer", "_head_bytes", "_head_timer", "_in_body", "_in_head",
-        "_message_ended", "_refused",
+        "_message_ended",
     )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -83,14 +83,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_started = 0.0
         self._body_received = 0
         self._message_ended = False
-        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
             # the refusal lingers (see ``refuse``) with a protocol of its own that holds
-            # nothing: under a flood, thousands of refused connections would otherwise each
-            # keep a whole HTTP protocol (~4 KB of objects) for that second
-            self._refused = True
+            # nothing (this one hears no more of the connection): under a flood, thousands of
+            # refused connections would otherwise each keep a whole HTTP protocol (~4 KB) for
+            # that second
             transport.set_protocol(_Refused())
             refuse(transport, len(self.connections))
             return
@@ -100,13 +99,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
-        if self._refused:
-            return
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # the request of a refused connection is read and dropped
         self._message_ended = False
         super().data_received(data)
         if self.transport.is_closing():
